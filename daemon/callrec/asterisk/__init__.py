@@ -1,0 +1,1 @@
+"""One module per Asterisk interface: ARI (events, channel list) and AMI (MixMonitor)."""

@@ -1,0 +1,279 @@
+"""callrec.toml -> frozen, typed settings.
+
+Every mistake a user can make in the file becomes one ``ConfigError`` line that names the
+key and says what to change; nothing here raises anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+DEFAULT_PATH = Path("/etc/callrec/callrec.toml")
+_RETENTION = re.compile(r"^\s*([1-9][0-9]{0,4})\s+(day|week|month)s?\s*$")
+# Register names become metric labels, log fields and dialplan values: keep them tame.
+_REGISTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+Direction = Literal["inbound", "outbound"]
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration mistake, phrased as one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a register keeps a recording: ``<n> days|weeks|months``."""
+
+    count: int
+    unit: Literal["day", "week", "month"]
+
+    @property
+    def interval(self) -> str:
+        """As a PostgreSQL interval, which adds calendar months correctly (31 Jan + 1 month)."""
+        return f"{self.count} {self.unit}s"
+
+    @property
+    def approx_days(self) -> int:
+        """Upper bound in days, for comparisons between registers."""
+        return self.count * {"day": 1, "week": 7, "month": 31}[self.unit]
+
+    @classmethod
+    def parse(cls, text: str) -> Retention:
+        m = _RETENTION.match(text)
+        if not m:
+            raise ValueError(text)
+        unit: Literal["day", "week", "month"] = m.group(2)  # type: ignore[assignment]
+        return cls(int(m.group(1)), unit)
+
+
+@dataclass(frozen=True)
+class Register:
+    """One register of the privacy notice: which calls, and how long they are kept."""
+
+    name: str
+    direction: Direction
+    retention: Retention
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    """How to reach Asterisk: ARI for watching channels, AMI for MixMonitor."""
+
+    ari_url: str
+    ari_username: str
+    ari_password: str = field(repr=False)
+    ari_app: str
+    ami_host: str
+    ami_port: int
+    ami_username: str
+    ami_secret: str = field(repr=False)
+    recordings_dir: Path
+    """Where recordings go; the same path for Asterisk and for the daemon."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration."""
+
+    asterisk: AsteriskSettings
+    database_dsn: str = field(repr=False)
+    metrics_listen: tuple[str, int]
+    registers: Mapping[str, Register]
+    drain_timeout: float
+    """Seconds a SIGTERM waits for recordings in progress to get their rows."""
+    file_wait_timeout: float
+    """Seconds to wait, after a recorded channel is gone, for MixMonitor to close the file."""
+    log_level: str
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used so the rest can be refused."""
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        self.data, self.path, self.used = data, path, set[str]()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type[T], default: T | None = None) -> T:
+        self.used.add(name)
+        if name not in self.data:
+            if default is None:
+                raise ConfigError(f"{self.key(name)}: missing; add it to [{self.path}]")
+            return default
+        value = self.data[name]
+        # bool is an int in Python; a port of `true` is still a mistake.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return value  # type: ignore[return-value]
+            raise ConfigError(
+                f"{self.key(name)}: expected {_kind_name(kind)}, got {_kind_name(type(value))} {value!r:.40}"
+            )
+        return value
+
+    def secret(self, name: str) -> str:
+        """A secret given inline or, better, as ``<name>_file`` (systemd LoadCredential)."""
+        file_key = f"{name}_file"
+        self.used.update({name, file_key})
+        if name in self.data and file_key in self.data:
+            raise ConfigError(f"{self.key(name)}: give either {name} or {file_key}, not both")
+        if file_key in self.data:
+            path = Path(self.get(file_key, str))
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise ConfigError(f"{self.key(file_key)}: cannot read {path}: {reason}") from None
+            if not value:
+                raise ConfigError(f"{self.key(file_key)}: {path} is empty")
+            return value
+        if name not in self.data:
+            raise ConfigError(f"{self.key(name)}: missing; set {name} or {file_key} in [{self.path}]")
+        return self.get(name, str)
+
+    def table(self, name: str) -> _Section:
+        return _Section(self.get(name, dict, {}), self.key(name))
+
+    def refuse_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key; check the spelling (see README.md)")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false", dict: "a table"}.get(
+        kind, kind.__name__
+    )
+
+
+def _listen(section: _Section, name: str, default: str) -> tuple[str, int]:
+    text = section.get(name, str, default)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f'{section.key(name)}: expected "host:port", e.g. "127.0.0.1:9870", got {text!r}')
+    return host.strip("[]"), int(port)
+
+
+def _positive(section: _Section, name: str, default: float) -> float:
+    value = float(section.get(name, float, default))
+    if value <= 0:
+        raise ConfigError(f"{section.key(name)}: must be a positive number of seconds")
+    return value
+
+
+def _parse(data: Mapping[str, Any]) -> Settings:
+    top = _Section(data, "")
+    ast = top.table("asterisk")
+    asterisk = AsteriskSettings(
+        ari_url=ast.get("ari_url", str, "http://127.0.0.1:8088").rstrip("/"),
+        ari_username=ast.get("ari_username", str),
+        ari_password=ast.secret("ari_password"),
+        ari_app=ast.get("ari_app", str, "callrec"),
+        ami_host=ast.get("ami_host", str, "127.0.0.1"),
+        ami_port=ast.get("ami_port", int, 5038),
+        ami_username=ast.get("ami_username", str),
+        ami_secret=ast.secret("ami_secret"),
+        recordings_dir=Path(ast.get("recordings_dir", str)),
+    )
+    if not asterisk.recordings_dir.is_absolute():
+        raise ConfigError("asterisk.recordings_dir: must be an absolute path (Asterisk and callrec share it)")
+    if not _SAFE_PATH.match(str(asterisk.recordings_dir)):
+        # MixMonitor joins its arguments with commas and runs its command through a shell.
+        raise ConfigError("asterisk.recordings_dir: use only letters, digits and . _ - / in the path")
+    if not asterisk.ari_url.startswith(("http://", "https://")):
+        raise ConfigError('asterisk.ari_url: expected an http(s) URL such as "http://127.0.0.1:8088"')
+    if not 0 < asterisk.ami_port < 65536:
+        raise ConfigError("asterisk.ami_port: expected a TCP port between 1 and 65535")
+    ast.refuse_unknown()
+
+    db = top.table("database")
+    dsn = db.get("dsn", str)
+    if "password" in db.data or "password_file" in db.data:
+        dsn = _with_password(dsn, db.secret("password"))
+    db.refuse_unknown()
+
+    met = top.table("metrics")
+    metrics_listen = _listen(met, "listen", "127.0.0.1:9870")
+    met.refuse_unknown()
+
+    dmn = top.table("daemon")
+    drain_timeout = _positive(dmn, "drain_timeout", 30.0)
+    file_wait_timeout = _positive(dmn, "file_wait_timeout", 30.0)
+    log_level = dmn.get("log_level", str, "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
+    dmn.refuse_unknown()
+
+    regs = top.table("registers")
+    registers: dict[str, Register] = {}
+    for name in regs.data:
+        if not _REGISTER_NAME.match(name):
+            raise ConfigError(
+                f"registers.{name!r}: a register name is lower-case letters, digits, '-' and '_' "
+                "(it is also the value of CALLREC_REGISTER in the dialplan)"
+            )
+        reg = regs.table(name)
+        direction = reg.get("direction", str)
+        if direction not in ("inbound", "outbound"):
+            raise ConfigError(f'{reg.key("direction")}: expected "inbound" or "outbound", got {direction!r}')
+        text = reg.get("retention", str)
+        try:
+            retention = Retention.parse(text)
+        except ValueError:
+            raise ConfigError(
+                f'{reg.key("retention")}: {text!r} is not "<n> days|weeks|months", e.g. "6 months"'
+            ) from None
+        reg.refuse_unknown()
+        registers[name] = Register(name, direction, retention)  # type: ignore[arg-type]
+    if not registers:
+        raise ConfigError(
+            'registers: none configured; add e.g. [registers.customer-service] direction = "inbound"'
+        )
+    top.refuse_unknown()
+    return Settings(
+        asterisk=asterisk,
+        database_dsn=dsn,
+        metrics_listen=metrics_listen,
+        registers=registers,
+        drain_timeout=drain_timeout,
+        file_wait_timeout=file_wait_timeout,
+        log_level=log_level,
+    )
+
+
+def _with_password(dsn: str, password: str) -> str:
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("CALLREC_CONFIG", str(DEFAULT_PATH)))
+
+
+def load(path: Path, reader: Callable[[Path], bytes] = Path.read_bytes) -> Settings:
+    """Read and check the file; every failure is a ``ConfigError`` with one line of text."""
+    try:
+        raw = reader(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _parse(data)

@@ -1,0 +1,28 @@
+"""The customer's number as the register may hold it (REQUIREMENTS.md R3).
+
+Pure functions. The full number exists only in the caller's memory while this runs.
+"""
+
+from __future__ import annotations
+
+_DIGITS = frozenset("0123456789")
+MASK = "***"
+
+
+def mask_number(raw: str | None) -> str | None:
+    """Keep the digits and a leading ``+``, drop everything else, mask the last three digits.
+
+    ``"+358 40 123 4567"`` -> ``"+358401234***"``; three digits or fewer -> ``"***"``;
+    no digits at all (anonymous, withheld, unavailable, empty) -> ``None``.
+    Only ASCII digits count: other scripts' digits are not dialable and are dropped.
+    """
+    if not raw:
+        return None
+    digits = [c for c in raw if c in _DIGITS]
+    if not digits:
+        return None
+    if len(digits) <= 3:
+        return MASK
+    # "Leading" means before the first digit: "+358..." keeps it, "358+..." does not.
+    plus = "+" if "+" in raw[: raw.index(digits[0])] else ""
+    return plus + "".join(digits[:-3]) + MASK

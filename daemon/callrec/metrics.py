@@ -1,0 +1,79 @@
+"""Prometheus metrics. Labels are closed sets (register names from the config, connection
+names, reason codes): never a phone number or any free-form caller string."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BUILD_INFO = Info("callrec_build", "Version of the running daemon.", registry=REGISTRY)
+
+CONNECTION_UP = Gauge(
+    "callrec_connection_up",
+    "1 while the connection is established and logged in, else 0.",
+    ["connection"],  # ari | ami | database
+    registry=REGISTRY,
+)
+RECONNECTS = Counter(
+    "callrec_reconnects_total",
+    "Connection attempts after a failure or a lost connection.",
+    ["connection"],
+    registry=REGISTRY,
+)
+PROTOCOL_ERRORS = Counter(
+    "callrec_protocol_errors_total",
+    "Malformed or unexpected input from Asterisk that was skipped.",
+    ["source", "kind"],  # source: ari | ami; kind: a fixed code such as bad_json, oversized
+    registry=REGISTRY,
+)
+ARI_EVENTS = Counter(
+    "callrec_ari_events_total",
+    "ARI events received.",
+    registry=REGISTRY,
+)
+RECORDINGS_STARTED = Counter(
+    "callrec_recordings_started_total",
+    "MixMonitor accepted by Asterisk.",
+    ["register"],
+    registry=REGISTRY,
+)
+RECORDINGS_COMPLETED = Counter(
+    "callrec_recordings_completed_total",
+    "Recordings whose row was written.",
+    ["register"],
+    registry=REGISTRY,
+)
+RECORDINGS_FAILED = Counter(
+    "callrec_recordings_failed_total",
+    "Recordings that could not be started or finished.",
+    ["register", "reason"],
+    registry=REGISTRY,
+)
+RECORDINGS_ACTIVE = Gauge(
+    "callrec_recordings_active",
+    "Recordings in progress (MixMonitor requested, row not yet written).",
+    registry=REGISTRY,
+)
+ANSWER_TO_MIXMONITOR = Histogram(
+    "callrec_answer_to_mixmonitor_seconds",
+    "From the answer event to MixMonitor accepted by Asterisk.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+DB_WRITE_SECONDS = Histogram(
+    "callrec_db_write_seconds",
+    "Time to write one recording row.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+DB_WRITE_RETRIES = Counter(
+    "callrec_db_write_retries_total",
+    "Row writes retried after a database error.",
+    registry=REGISTRY,
+)
+RECORDINGS_DIR_FREE_BYTES = Gauge(
+    "callrec_recordings_dir_free_bytes",
+    "Free bytes on the file system of recordings_dir.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,111 @@
+"""Config: the contract keys load; every mistake is one line naming the key, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from callrec.config import ConfigError, Retention, load
+
+GOOD = """
+[asterisk]
+ari_url = "http://127.0.0.1:8088"
+ari_username = "callrec"
+ari_password = "ari-secret"
+ari_app = "callrec"
+ami_host = "127.0.0.1"
+ami_port = 5038
+ami_username = "callrec"
+ami_secret = "ami-secret"
+recordings_dir = "/var/spool/asterisk/callrec"
+[database]
+dsn = "postgresql://callrec@/callrec"
+[metrics]
+listen = "127.0.0.1:9870"
+[registers.customer-service]
+direction = "inbound"
+retention = "6 months"
+[registers.telesales]
+direction = "outbound"
+retention = "1 month"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "callrec.toml"
+    p.write_text(text)
+    return p
+
+
+def test_contract_keys_load(tmp_path: Path) -> None:
+    s = load(write(tmp_path, GOOD))
+    assert s.asterisk.ami_port == 5038
+    assert s.asterisk.recordings_dir == Path("/var/spool/asterisk/callrec")
+    assert s.registers["customer-service"].retention == Retention(6, "month")
+    assert s.registers["telesales"].direction == "outbound"
+    assert s.metrics_listen == ("127.0.0.1", 9870)
+    assert "ari-secret" not in repr(s) and "ami-secret" not in repr(s)
+
+
+def test_secret_files(tmp_path: Path) -> None:
+    (tmp_path / "ari").write_text("from-file\n")
+    text = GOOD.replace('ari_password = "ari-secret"', f'ari_password_file = "{tmp_path / "ari"}"')
+    assert load(write(tmp_path, text)).asterisk.ari_password == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("ari_app", "ari_ap"), "asterisk.ari_ap: unknown key"),
+        (('ami_username = "callrec"\n', ""), "asterisk.ami_username: missing"),
+        (("ami_port = 5038", 'ami_port = "5038"'), "asterisk.ami_port: expected an integer"),
+        (("ami_port = 5038", "ami_port = true"), "asterisk.ami_port: expected an integer"),
+        (('"6 months"', '"6 monts"'), "registers.customer-service.retention: '6 monts' is not"),
+        (('"6 months"', '"0 days"'), "registers.customer-service.retention"),
+        (('"inbound"', '"both"'), 'registers.customer-service.direction: expected "inbound" or "outbound"'),
+        (('ami_secret = "ami-secret"', 'ami_secret_file = "/nonexistent/secret"'),
+         "asterisk.ami_secret_file: cannot read /nonexistent/secret"),
+        (('"/var/spool/asterisk/callrec"', '"spool/callrec"'), "asterisk.recordings_dir: must be an absolute"),
+        (('"/var/spool/asterisk/callrec"', '"/var/spool/a,b"'), "asterisk.recordings_dir: use only"),
+        (('listen = "127.0.0.1:9870"', 'listen = "9870"'), 'metrics.listen: expected "host:port"'),
+        (("[registers.telesales]", "[registers.Tele_Sales]"), "registers.'Tele_Sales'"),
+        (('dsn = "postgresql://callrec@/callrec"', ""), "database.dsn: missing"),
+        (("[metrics]", "[metric]"), "metric: unknown key"),
+    ],
+)
+def test_mistakes_are_one_clear_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_no_registers(tmp_path: Path) -> None:
+    text = GOOD.split("[registers.customer-service]")[0]
+    with pytest.raises(ConfigError, match="registers: none configured"):
+        load(write(tmp_path, text))
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[asterisk\n"))
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load(tmp_path / "absent.toml")
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('"6 months"', '"half a year"'))
+    res = subprocess.run(
+        [sys.executable, "-m", "callrec.cli", "config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).parents[2] / "daemon")},
+    )
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("callrec: config: registers.customer-service.retention")
