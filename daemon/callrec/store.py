@@ -66,7 +66,8 @@ _INSERT = """
 INSERT INTO recordings (id, call_id, register_name, direction, started_at, ended_at,
     duration_seconds, service_number, customer_number_masked, agent_name, file_path,
     file_size, sha256, retain_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $6 + $14::interval)
+VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7, $8, $9, $10, $11, $12, $13,
+        $6::timestamptz + $14::text::interval)
 ON CONFLICT (id) DO NOTHING
 """
 

@@ -123,13 +123,13 @@ class Asterisk:
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         self._write_configs()
         self._mount()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            ["chroot", str(self.root), "asterisk", "-f", "-n", "-C", f"{self.base}/etc/asterisk.conf"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["chroot", str(self.root), "asterisk", "-f", "-n", "-C", f"{self.base}/etc/asterisk.conf"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -92,7 +92,7 @@ def parse_frame(frame: bytes) -> ParsedFrame:
     for line in text.split("\r\n"):
         key, sep, value = line.partition(": ")
         if not sep or not key:
-            pass
+            bad_lines += bool(line)
             continue
         # Repeated keys (e.g. `Output:` of Command) are kept, one per line; "\n" is unambiguous
         # because a value on the wire can never contain it.
@@ -152,13 +152,19 @@ class AmiClient:
 
     @property
     def connected(self) -> bool:
+        """True while logged in."""
         return self._logged_in.is_set()
 
     async def wait_connected(self) -> None:
+        """Return once logged in (at once if already)."""
         await self._logged_in.wait()
 
     async def run(self) -> None:
+        """Connect, log in and read answers; reconnect forever with capped, jittered backoff.
+
+        Only cancellation ends it: the socket is closed and pending actions fail with AmiUnavailable."""
         s = self._settings
+        metrics.CONNECTION_UP.labels(connection="ami").set(0)
         while True:
             try:
                 await self._session()
@@ -175,7 +181,7 @@ class AmiClient:
             except (OSError, TimeoutError, asyncio.IncompleteReadError, _NotAmi) as exc:
                 retry_in = self._next_delay()
                 log.warning(
-                    "ami connection lost", host=s.host, port=s.port, error=_describe(exc), retry_in=retry_in
+                    "ami connection failed", host=s.host, port=s.port, error=_describe(exc), retry_in=retry_in
                 )
             except Exception:
                 retry_in = self._next_delay()
@@ -336,6 +342,7 @@ class AmiClient:
         return response
 
     async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None:
+        """Start recording `channel` to `file`; AmiError if Asterisk refuses (e.g. no such channel)."""
         # Asterisk joins File, Options and Command with commas into MixMonitor's arguments, so a
         # comma in the file name would silently shift the options (DESIGN.md).
         if "," in file:
@@ -344,4 +351,5 @@ class AmiClient:
         await self.action("MixMonitor", {k: v for k, v in candidates.items() if v})
 
     async def stop_mix_monitor(self, channel: str) -> None:
+        """Stop recording `channel`; Asterisk closes the file before it answers (DESIGN.md)."""
         await self.action("StopMixMonitor", {"Channel": channel})

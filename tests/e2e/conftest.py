@@ -1,0 +1,145 @@
+"""End-to-end fixtures: the real Asterisk 22 (chroot) and the real daemon as a process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, ensure_root, free_port
+from tests.harness.driver import Driver
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def asterisk() -> Iterator[Asterisk]:
+    if os.geteuid() != 0:
+        pytest.skip("the real-Asterisk tests need root (chroot and bind mounts); CI runs them as root")
+    ensure_root()
+    rec = Path(tempfile.mkdtemp(prefix="callrec-e2e-")) / "recordings"
+    ast = Asterisk(recordings_dir=rec)
+    ast.start()
+    yield ast
+    ast.destroy()
+
+
+@pytest.fixture
+def driver(asterisk: Asterisk) -> Iterator[Driver]:
+    d = Driver(asterisk.ami_port, TEST_AMI_USER, asterisk.ami_secret)
+    yield d
+    d.close()
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    config_path: Path
+    metrics_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, needle: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.log():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{needle!r} not logged in {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def write_config(path: Path, asterisk: Asterisk, dsn: str, metrics_port: int) -> None:
+    path.write_text(f"""
+[asterisk]
+ari_url = "{asterisk.ari_url}"
+ari_username = "callrec"
+ari_password = "{asterisk.ari_password}"
+ari_app = "callrec"
+ami_host = "127.0.0.1"
+ami_port = {asterisk.ami_port}
+ami_username = "callrec"
+ami_secret = "{asterisk.ami_secret}"
+recordings_dir = "{asterisk.recordings_dir}"
+[database]
+dsn = "{dsn}"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[daemon]
+drain_timeout = 30
+file_wait_timeout = 10
+[registers.customer-service]
+direction = "inbound"
+retention = "6 months"
+[registers.telesales]
+direction = "outbound"
+retention = "1 month"
+""")
+
+
+def start_daemon(tmp_path: Path, asterisk: Asterisk, dsn: str) -> Daemon:
+    cfg = tmp_path / "callrec.toml"
+    port = free_port()
+    write_config(cfg, asterisk, dsn, port)
+    log_path = tmp_path / "daemon.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "callrec.cli", "run", "--config", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    daemon = Daemon(proc, log_path, cfg, port)
+    daemon.wait_log('"callrec ready"')
+    return daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, asterisk: Asterisk, db_dsn: str) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path, asterisk, db_dsn)
+    yield d
+    code = d.stop()
+    assert code == 0, d.log()[-3000:]
+    assert "Traceback" not in d.log(), d.log()[-3000:]
+
+
+def wait_rows(dsn: str, count: int, timeout: float = 40, where: str = "TRUE") -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            cur = conn.execute(f"SELECT * FROM recordings WHERE {where} ORDER BY started_at")
+            cols = [c.name for c in cur.description or []]
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
+
+def wait_no_channels(asterisk: Asterisk, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while "0 active channels" not in asterisk.cli_output("core show channels count"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(asterisk.cli_output("core show channels"))
+        time.sleep(0.2)
