@@ -102,8 +102,8 @@ class App:
         self._spawn(self.ari.run(self.on_event, self.on_connect), "ari")
         self._spawn(self._gauges(), "gauges")
         # READY only once every connection is up (systemd Type=notify).
-        waits = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())
-        stop = asyncio.ensure_future(self.stopping.wait())
+        waits: asyncio.Future[Any] = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
         await asyncio.wait([waits, stop], return_when=asyncio.FIRST_COMPLETED)
         if not stop.done():
             stop.cancel()

@@ -1,0 +1,26 @@
+# callrec: the two commands (README.md). Both need root on Debian: they install packages,
+# build a cached Debian sid chroot with Asterisk 22, and run a throwaway PostgreSQL.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/daemon:$(CURDIR)
+
+.PHONY: demo test deps lint bench
+
+demo: deps
+	$(PY) -m tests.harness.demo
+
+test: deps
+	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff format --check daemon tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -p no:cacheprovider -q
+
+deps: $(VENV)/.installed
+	@tests/harness/asterisk-root.sh
+
+$(VENV)/.installed: pyproject.toml tests/harness/apt-deps.sh
+	tests/harness/apt-deps.sh
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
