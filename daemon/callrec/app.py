@@ -63,7 +63,9 @@ class App:
         """Asterisk keeps no events for a disconnected client: rebuild from the channel list."""
         channels = await self.ari.channels()
         live = []
-        for obj in sorted(channels, key=lambda c: str(c.get("creationtime", "")) if isinstance(c, dict) else ""):
+        for obj in sorted(
+            channels, key=lambda c: str(c.get("creationtime", "")) if isinstance(c, dict) else ""
+        ):
             try:
                 live.append(parse_channel(obj))
             except MalformedEvent:
@@ -199,5 +201,3 @@ class App:
             await self.main_loop()
         finally:
             await self.shutdown()
-
-

@@ -95,9 +95,7 @@ def _channel(obj: Any) -> ChannelSnapshot:
             val = cvars.get(var)
             if isinstance(val, str) and val:
                 contract[var] = val
-    return ChannelSnapshot(
-        cid, name, state, linkedid, number if isinstance(number, str) else None, contract
-    )
+    return ChannelSnapshot(cid, name, state, linkedid, number if isinstance(number, str) else None, contract)
 
 
 def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:

@@ -173,7 +173,9 @@ class Recorder:
             self._active.pop(cmd.recording_id, None)
             metrics.RECORDINGS_ACTIVE.set(len(self._active))
 
-    async def _start_mixmonitor(self, rec: _Recording, path: Path, bound: structlog.BoundLogger) -> float | None:
+    async def _start_mixmonitor(
+        self, rec: _Recording, path: Path, bound: structlog.BoundLogger
+    ) -> float | None:
         """Returns when MixMonitor was accepted, or ``None`` if it surely was not."""
         cmd = rec.start
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
@@ -185,9 +187,7 @@ class Recorder:
                 metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="ami_down").inc()
                 return None
         try:
-            await self._mixer.mix_monitor(
-                cmd.channel_name, str(path), command=f"touch {path}{MARKER_SUFFIX}"
-            )
+            await self._mixer.mix_monitor(cmd.channel_name, str(path), command=f"touch {path}{MARKER_SUFFIX}")
         except AmiError as exc:
             bound.error("mixmonitor refused", message=exc.message[:200])
             metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="mixmonitor_refused").inc()

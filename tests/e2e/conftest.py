@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, ensure_root, free_port
 from tests.harness.driver import Driver
 

@@ -13,12 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
-from callrec.masking import mask_number
 from tests.e2e.conftest import Daemon, wait_no_channels, wait_rows
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 from tests.harness.postgres import pg_bindir
+
+from callrec.masking import mask_number
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,9 @@ def assert_audio_file(asterisk: Asterisk, row: dict[str, object]) -> None:
     assert not (path.parent / (path.name + ".done")).exists(), "marker left behind"
 
 
-def test_inbound_call_bridged_to_agent(daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str) -> None:
+def test_inbound_call_bridged_to_agent(
+    daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
+) -> None:
     driver.inbound("0300", "+358 40 123 4567", talk=4)
     (row,) = wait_rows(db_dsn, 1)
     assert row["register_name"] == "customer-service"
@@ -130,8 +132,9 @@ def test_strange_caller_ids_several_calls_at_once(
             assert number not in haystack, f"{what} holds a full number"
 
 
-def test_row_files_live_under_recordings_dir(daemon: Daemon, driver: Driver, asterisk: Asterisk,
-                                             db_dsn: str) -> None:
+def test_row_files_live_under_recordings_dir(
+    daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
+) -> None:
     driver.inbound("0320", "0401234567", talk=2)
     (row,) = wait_rows(db_dsn, 1)
     resolved = (asterisk.recordings_dir / str(row["file_path"])).resolve()

@@ -99,9 +99,7 @@ class Asterisk:
             "highpriority = no\n"
             "transmit_silence = yes\n"
         )
-        (etc / "logger.conf").write_text(
-            "[general]\n[logfiles]\nmessages => notice,warning,error\n"
-        )
+        (etc / "logger.conf").write_text("[general]\n[logfiles]\nmessages => notice,warning,error\n")
 
     def _mount(self) -> None:
         proc = self.root / "proc"

@@ -36,17 +36,21 @@ def main() -> int:
         cluster.createdb("callrec")
         dsn = cluster.dsn("callrec")
         asterisk.start()
-        print(f"asterisk 22 up (ARI {asterisk.ari_url}, AMI port {asterisk.ami_port}); postgresql on {cluster.port}")
+        print(f"asterisk 22 up: ARI {asterisk.ari_url}, AMI {asterisk.ami_port}, postgresql {cluster.port}")
         cfg = work / "callrec.toml"
         write_config(cfg, asterisk, dsn, free_port())
         env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
-        subprocess.run([sys.executable, "-m", "callrec.cli", "migrate", "--config", str(cfg)], check=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "callrec.cli", "migrate", "--config", str(cfg)], check=True, env=env
+        )
         daemon = start_daemon(work, asterisk, dsn)
         print(f"callrec running (log: {daemon.log_path}); placing three calls...")
         driver = Driver(asterisk.ami_port, TEST_AMI_USER, asterisk.ami_secret)
         driver.inbound("0300", "+358 40 123 4567", talk=5)
         driver.outbound("0401234567", agent="bob", ring=2, talk=4)
-        driver.originate("Local/alice@callrec-internal", context="test-customer-talk", variables={"__TALK": "3"})
+        driver.originate(
+            "Local/alice@callrec-internal", context="test-customer-talk", variables={"__TALK": "3"}
+        )
         t0 = time.monotonic()
         rows = wait_rows(dsn, 2, timeout=60)
         wait_no_channels(asterisk)

@@ -26,7 +26,9 @@ class Driver:
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line
 
-    def action(self, name: str, fields: Mapping[str, str], variables: Mapping[str, str] = {}) -> dict[str, str]:
+    def action(
+        self, name: str, fields: Mapping[str, str], variables: Mapping[str, str] = {}
+    ) -> dict[str, str]:
         aid = str(next(_ids))
         lines = [f"Action: {name}", f"ActionID: {aid}"]
         lines += [f"{k}: {v}" for k, v in fields.items()]
@@ -42,8 +44,17 @@ class Driver:
             if msg.get("ActionID") == aid:
                 return msg
 
-    def originate(self, channel: str, *, context: str = "", exten: str = "s", application: str = "",
-                  data: str = "", callerid: str = "", variables: Mapping[str, str] = {}) -> None:
+    def originate(
+        self,
+        channel: str,
+        *,
+        context: str = "",
+        exten: str = "s",
+        application: str = "",
+        data: str = "",
+        callerid: str = "",
+        variables: Mapping[str, str] = {},
+    ) -> None:
         fields = {"Channel": channel, "Async": "true"}
         if context:
             fields.update(Context=context, Exten=exten, Priority="1")
@@ -62,13 +73,21 @@ class Driver:
             variables["__LONGCID"] = "yes"
         elif number:
             variables["__RAWCID"] = base64.b64encode(number.encode()).decode()
-        self.originate(f"Local/{service}@test-trunk", context="test-customer-talk",
-                       callerid='"Customer" <>', variables=variables)
+        self.originate(
+            f"Local/{service}@test-trunk",
+            context="test-customer-talk",
+            callerid='"Customer" <>',
+            variables=variables,
+        )
 
     def outbound(self, number: str, *, agent: str = "bob", ring: int = 2, talk: int = 4) -> None:
         """An agent dialling a customer through the telesales context."""
-        self.originate(f"Local/{number}@callrec-telesales", context="test-agent-talk",
-                       callerid=f'"{agent}" <1001>', variables={"__RING": str(ring), "__TALK": str(talk)})
+        self.originate(
+            f"Local/{number}@callrec-telesales",
+            context="test-agent-talk",
+            callerid=f'"{agent}" <1001>',
+            variables={"__RING": str(ring), "__TALK": str(talk)},
+        )
 
     def close(self) -> None:
         self.sock.close()

@@ -50,21 +50,47 @@ class Cluster:
         else:
             self.user = os.environ.get("USER", "postgres")
         subprocess.run(
-            self._as_owner(str(bindir / "initdb"), "-D", str(data), "-U", self.user, "-A", "trust",
-                           "--no-sync", "-E", "UTF8"),
-            check=True, capture_output=True,
+            self._as_owner(
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ),
+            check=True,
+            capture_output=True,
         )
-        opts = f"-p {self.port} -h {self.host} -k {self.base} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        # Durability is pointless for a throwaway cluster; speed is not.
+        opts = f"-p {self.port} -h {self.host} -k {self.base}"
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
-            self._as_owner(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.base / "log"), "-o", opts,
-                           "-w", "start"),
-            check=True, capture_output=True,
+            self._as_owner(
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(self.base / "log"),
+                "-o",
+                opts,
+                "-w",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
-            self._as_owner(str(pg_bindir() / "pg_ctl"), "-D", str(self.base / "data"), "-m", mode, "-w", "stop"),
-            check=False, capture_output=True,
+            self._as_owner(
+                str(pg_bindir() / "pg_ctl"), "-D", str(self.base / "data"), "-m", mode, "-w", "stop"
+            ),
+            check=False,
+            capture_output=True,
         )
 
     def destroy(self) -> None:
@@ -77,13 +103,18 @@ class Cluster:
     def createdb(self, dbname: str) -> None:
         subprocess.run(
             [str(pg_bindir() / "createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, dbname],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
 
     def wait_ready(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
-        while subprocess.run([str(pg_bindir() / "pg_isready"), "-h", self.host, "-p", str(self.port)],
-                             capture_output=True).returncode != 0:
+        while (
+            subprocess.run(
+                [str(pg_bindir() / "pg_isready"), "-h", self.host, "-p", str(self.port)], capture_output=True
+            ).returncode
+            != 0
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("postgresql did not come up")
             time.sleep(0.1)

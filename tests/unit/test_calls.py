@@ -122,8 +122,15 @@ def _rename_register(e: dict[str, Any], name: str) -> dict[str, Any]:
 # --- hand-made events ------------------------------------------------------------------------
 
 
-def chan(cid: str, state: str = "Up", *, name: str | None = None, linkedid: str = "L1",
-         number: str = "+358401234567", **cvars: str) -> dict[str, Any]:
+def chan(
+    cid: str,
+    state: str = "Up",
+    *,
+    name: str | None = None,
+    linkedid: str = "L1",
+    number: str = "+358401234567",
+    **cvars: str,
+) -> dict[str, Any]:
     return {
         "id": cid,
         "name": name or f"PJSIP/{cid}-0001",
@@ -142,7 +149,9 @@ def ev(kind: str, channel: dict[str, Any], **extra: Any) -> ChannelEvent:
 def test_register_set_before_answer_starts_at_answer() -> None:
     t = CallTracker(REGISTERS)
     assert t.handle(ev("ChannelCreated", chan("a", "Ring")), 0) == []
-    t.handle(ev("ChannelVarset", chan("a", "Ring"), variable="__CALLREC_REGISTER", value="customer-service"), 1)
+    t.handle(
+        ev("ChannelVarset", chan("a", "Ring"), variable="__CALLREC_REGISTER", value="customer-service"), 1
+    )
     (start,) = t.handle(ev("ChannelStateChange", chan("a", "Up")), 2)
     assert isinstance(start, StartRecording) and start.answered_at == 2
 
@@ -173,11 +182,14 @@ def test_reconcile_finishes_recordings_of_channels_that_vanished() -> None:
 
 def test_inherited_channels_do_not_record_twice() -> None:
     t = CallTracker(REGISTERS)
-    cmds = t.handle(ev("ChannelVarset", chan("a"), variable="__CALLREC_REGISTER", value="customer-service"), 0)
+    cmds = t.handle(
+        ev("ChannelVarset", chan("a"), variable="__CALLREC_REGISTER", value="customer-service"), 0
+    )
     assert len(cmds) == 1
     for i, child in enumerate(["b", "c", "d"]):
-        more = t.handle(ev("ChannelVarset", chan(child), variable="__CALLREC_REGISTER",
-                           value="customer-service"), i + 1)
+        more = t.handle(
+            ev("ChannelVarset", chan(child), variable="__CALLREC_REGISTER", value="customer-service"), i + 1
+        )
         more += t.handle(ev("ChannelStateChange", chan(child)), i + 1)
         assert more == []
 
@@ -186,25 +198,39 @@ def test_each_call_of_several_is_recorded() -> None:
     t = CallTracker(REGISTERS)
     starts = []
     for n in range(5):
-        starts += t.handle(ev("ChannelVarset", chan(f"c{n}", linkedid=f"L{n}"),
-                              variable="__CALLREC_REGISTER", value="customer-service"), n)
+        starts += t.handle(
+            ev(
+                "ChannelVarset",
+                chan(f"c{n}", linkedid=f"L{n}"),
+                variable="__CALLREC_REGISTER",
+                value="customer-service",
+            ),
+            n,
+        )
     assert len({s.recording_id for s in starts}) == 5
 
 
 def test_hangup_then_destroy_emit_stop_then_finish_once() -> None:
     t = CallTracker(REGISTERS)
-    (start,) = t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
+    )
     (stop,) = t.handle(ev("ChannelHangupRequest", chan("a")), 3)
     assert t.handle(ev("ChannelHangupRequest", chan("a")), 3.1) == []
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 3.2)
     assert isinstance(stop, StopRecording) and isinstance(finish, FinishRecording)
+    assert stop.recording_id == finish.recording_id == start.recording_id
     assert t.handle(ev("ChannelDestroyed", chan("a")), 4) == []
 
 
 def test_customer_number_variable_wins_and_is_masked_at_once() -> None:
     t = CallTracker(REGISTERS)
-    t.handle(ev("ChannelVarset", chan("a", "Ring"), variable="CALLREC_CUSTOMER_NUMBER", value="040 765 4321"), 0)
-    t.handle(ev("ChannelVarset", chan("a", "Ring"), variable="__CALLREC_REGISTER", value="customer-service"), 0)
+    t.handle(
+        ev("ChannelVarset", chan("a", "Ring"), variable="CALLREC_CUSTOMER_NUMBER", value="040 765 4321"), 0
+    )
+    t.handle(
+        ev("ChannelVarset", chan("a", "Ring"), variable="__CALLREC_REGISTER", value="customer-service"), 0
+    )
     t.handle(ev("ChannelStateChange", chan("a")), 1)
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 2)
     assert finish.customer_number_masked == "0407654***"
@@ -214,7 +240,10 @@ def test_customer_number_variable_wins_and_is_masked_at_once() -> None:
 @pytest.mark.parametrize("number", ["", "anonymous", "Unavailable"])
 def test_anonymous_caller_has_no_number(number: str) -> None:
     t = CallTracker(REGISTERS)
-    t.handle(ev("ChannelVarset", chan("a", number=number), variable="CALLREC_REGISTER", value="customer-service"), 0)
+    t.handle(
+        ev("ChannelVarset", chan("a", number=number), variable="CALLREC_REGISTER", value="customer-service"),
+        0,
+    )
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a", number=number)), 1)
     assert finish.customer_number_masked is None
 
@@ -258,5 +287,7 @@ def test_unused_event_types_are_ignored() -> None:
 def test_ids_are_injectable() -> None:
     fixed = uuid.UUID(int=1)
     t = CallTracker(REGISTERS, new_id=lambda: fixed, file_path=lambda rid, now: f"x/{rid}.wav")
-    (start,) = t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
+    )
     assert start.recording_id == fixed and start.file_path == f"x/{fixed}.wav"

@@ -66,9 +66,14 @@ def test_secret_files(tmp_path: Path) -> None:
         (('"6 months"', '"6 monts"'), "registers.customer-service.retention: '6 monts' is not"),
         (('"6 months"', '"0 days"'), "registers.customer-service.retention"),
         (('"inbound"', '"both"'), 'registers.customer-service.direction: expected "inbound" or "outbound"'),
-        (('ami_secret = "ami-secret"', 'ami_secret_file = "/nonexistent/secret"'),
-         "asterisk.ami_secret_file: cannot read /nonexistent/secret"),
-        (('"/var/spool/asterisk/callrec"', '"spool/callrec"'), "asterisk.recordings_dir: must be an absolute"),
+        (
+            ('ami_secret = "ami-secret"', 'ami_secret_file = "/nonexistent/secret"'),
+            "asterisk.ami_secret_file: cannot read /nonexistent/secret",
+        ),
+        (
+            ('"/var/spool/asterisk/callrec"', '"spool/callrec"'),
+            "asterisk.recordings_dir: must be an absolute",
+        ),
         (('"/var/spool/asterisk/callrec"', '"/var/spool/a,b"'), "asterisk.recordings_dir: use only"),
         (('listen = "127.0.0.1:9870"', 'listen = "9870"'), 'metrics.listen: expected "host:port"'),
         (("[registers.telesales]", "[registers.Tele_Sales]"), "registers.'Tele_Sales'"),

@@ -14,10 +14,19 @@ from callrec.store import RecordingRow, Store, migrate
 def row(**over: object) -> RecordingRow:
     start = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
     base = dict(
-        id=uuid.uuid4(), call_id="1795373223.0", register_name="customer-service", direction="inbound",
-        started_at=start, ended_at=start + timedelta(seconds=61.25), service_number="0300",
-        customer_number_masked="+358401234***", agent_name="alice", file_path="2026/01/31/x.wav",
-        file_size=1234, sha256="a" * 64, retention="1 months",
+        id=uuid.uuid4(),
+        call_id="1795373223.0",
+        register_name="customer-service",
+        direction="inbound",
+        started_at=start,
+        ended_at=start + timedelta(seconds=61.25),
+        service_number="0300",
+        customer_number_masked="+358401234***",
+        agent_name="alice",
+        file_path="2026/01/31/x.wav",
+        file_size=1234,
+        sha256="a" * 64,
+        retention="1 months",
     )
     base.update(over)
     return RecordingRow(**base)  # type: ignore[arg-type]

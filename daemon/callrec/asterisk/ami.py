@@ -309,7 +309,7 @@ class AmiClient:
         name: str,
         fields: Mapping[str, str],
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> dict[str, str]:
         """Send one action and return the fields of its answer.
 
