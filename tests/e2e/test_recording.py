@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import array
 import hashlib
+import signal
 import subprocess
 import wave
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import Daemon, wait_no_channels, wait_rows
+from tests.e2e.conftest import Daemon, start_daemon, wait_no_channels, wait_rows
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 from tests.harness.postgres import pg_bindir
@@ -140,3 +141,18 @@ def test_row_files_live_under_recordings_dir(
     resolved = (asterisk.recordings_dir / str(row["file_path"])).resolve()
     assert resolved.is_relative_to(asterisk.recordings_dir.resolve())
     assert Path(str(row["file_path"])).parts[0] == f"{row['started_at']:%Y}"
+
+
+def test_sigterm_drains_calls_being_recorded(
+    tmp_path: Path, driver: Driver, asterisk: Asterisk, db_dsn: str
+) -> None:
+    d = start_daemon(tmp_path, asterisk, db_dsn)
+    driver.inbound("0330", "0401234567", talk=4)
+    d.wait_log('"recording started"')
+    d.proc.send_signal(signal.SIGTERM)
+    # The daemon keeps watching until the call ends, writes the row, then exits cleanly.
+    assert d.proc.wait(timeout=30) == 0
+    (row,) = wait_rows(db_dsn, 1, timeout=0)
+    assert abs(float(row["duration_seconds"]) - 4.0) < 1.5  # type: ignore[arg-type]
+    assert '"draining recordings"' in d.log() and '"callrec stopped"' in d.log()
+    assert_audio_file(asterisk, row)
