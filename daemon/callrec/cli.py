@@ -1,42 +1,83 @@
-"""The ``callrec`` command: parse arguments, load the config, set up logging, run."""
+"""The ``callrec`` command: parse arguments, load the config, set up logging, run.
+
+Each feature module that has commands exposes ``add_commands(sub, common)``; every command
+sets ``handler=`` to a function ``(settings, args) -> exit code``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from callrec import __version__, config, logs
+from callrec.config import Settings
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 
+Handler = Callable[[Settings, argparse.Namespace], int]
+SubParsers = Any  # argparse's _SubParsersAction is private
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="callrec", description="Call-recording register for Asterisk.")
-    p.add_argument("--version", action="version", version=f"callrec {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help, description=help)
-        cmd.add_argument(
-            "--config",
-            type=Path,
-            default=None,
-            help=f"config file (default: $CALLREC_CONFIG or {config.DEFAULT_PATH})",
-        )
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from callrec.app import App
+
+    try:
+        asyncio.run(App(settings).run())
+    except KeyboardInterrupt:  # a second Ctrl-C before the loop took over
+        return 130
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from callrec.store import StoreUnavailable, migrate
+
+    try:
+        applied = asyncio.run(migrate(settings.database_dsn))
+    except StoreUnavailable as exc:
+        print(f"callrec: database: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def _show_config(settings: Settings, args: argparse.Namespace) -> int:
+    print(settings)
+    return 0
+
+
+def add_commands(sub: SubParsers, common: argparse.ArgumentParser) -> None:
+    def command(name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        cmd: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, parents=[common])
+        cmd.set_defaults(handler=handler)
         return cmd
 
-    command("run", "Watch Asterisk and record every answered call of a register, until SIGTERM.")
-    command("migrate", "Create or update the database schema (idempotent).")
-    command("config", "Check the config file and print it without secrets.")
+    command("run", "Watch Asterisk and record every answered call of a register, until SIGTERM.", _run)
+    command("migrate", "Create or update the database schema (idempotent).", _migrate)
+    command("config", "Check the config file and print it without secrets.", _show_config)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callrec", description="Call-recording register for Asterisk.")
+    p.add_argument("--version", action="version", version=f"callrec {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"config file (default: $CALLREC_CONFIG or {config.DEFAULT_PATH})",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(sub, common)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     path = args.config or config.default_path()
     try:
         settings = config.load(path)
@@ -44,29 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"callrec: config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level)
-
-    if args.command == "run":
-        from callrec.app import App
-
-        try:
-            asyncio.run(App(settings).run())
-        except KeyboardInterrupt:  # a second Ctrl-C before the loop took over
-            return 130
-        return 0
-    if args.command == "migrate":
-        from callrec.store import StoreUnavailable, migrate
-
-        try:
-            applied = asyncio.run(migrate(settings.database_dsn))
-        except StoreUnavailable as exc:
-            print(f"callrec: database: {exc}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
-        return 0
-    if args.command == "config":
-        print(settings)
-        return 0
-    raise AssertionError(args.command)
+    handler: Handler = args.handler
+    return handler(settings, args)
 
 
 if __name__ == "__main__":

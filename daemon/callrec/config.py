@@ -93,6 +93,34 @@ class Settings:
     file_wait_timeout: float
     """Seconds to wait, after a recorded channel is gone, for MixMonitor to close the file."""
     log_level: str
+    state_dir: Path = Path("/var/lib/callrec")
+    """The daemon's own durable state (the outbox journal)."""
+    disk_low_bytes: int = 1 << 30
+    """Below this many free bytes in recordings_dir the daemon logs loudly."""
+    retention_interval: float = 600.0
+    """Seconds between two retention sweeps inside ``callrec run``."""
+    orphan_grace: float = 7 * 86400.0
+    """Seconds past the longest retention before an unreferenced audio file is destroyed."""
+    retention_batch: int = 500
+    """Rows per sweep transaction: keeps every transaction short."""
+    api_listen: tuple[str, int] | None = ("127.0.0.1", 9871)
+    """The access API and web page; ``None`` disables them."""
+    number_hmac_key: bytes | None = field(default=None, repr=False)
+    """Keyed HMAC of the full customer number for exact data-subject matches; never stored."""
+
+
+_DURATION = re.compile(r"^\s*([1-9][0-9]{0,6})\s+(second|minute|hour|day|week)s?\s*$")
+_DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def _duration(section: _Section, name: str, default: str) -> float:
+    text = section.get(name, str, default)
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(
+            f'{section.key(name)}: {text!r} is not "<n> seconds|minutes|hours|days|weeks", e.g. "{default}"'
+        )
+    return int(m.group(1)) * _DURATION_SECONDS[m.group(2)] * 1.0
 
 
 class _Section:
@@ -211,7 +239,35 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     log_level = dmn.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
+    state_dir = Path(dmn.get("state_dir", str, "/var/lib/callrec"))
+    if not state_dir.is_absolute():
+        raise ConfigError("daemon.state_dir: must be an absolute path")
+    disk_low_bytes = dmn.get("disk_low_bytes", int, 1 << 30)
+    if disk_low_bytes < 0:
+        raise ConfigError("daemon.disk_low_bytes: must be zero or more")
     dmn.refuse_unknown()
+
+    ret = top.table("retention")
+    retention_interval = _duration(ret, "interval", "10 minutes")
+    orphan_grace = _duration(ret, "orphan_grace", "7 days")
+    retention_batch = ret.get("batch_size", int, 500)
+    if not 1 <= retention_batch <= 100_000:
+        raise ConfigError("retention.batch_size: expected a whole number from 1 to 100000")
+    ret.refuse_unknown()
+
+    api = top.table("api")
+    api_listen: tuple[str, int] | None = _listen(api, "listen", "127.0.0.1:9871")
+    if not api.get("enabled", bool, True):
+        api_listen = None
+    api.refuse_unknown()
+
+    priv = top.table("privacy")
+    number_hmac_key: bytes | None = None
+    if "number_hmac_key_file" in priv.data:
+        number_hmac_key = priv.secret("number_hmac_key").encode()
+        if len(number_hmac_key) < 16:
+            raise ConfigError("privacy.number_hmac_key_file: the key must be at least 16 characters")
+    priv.refuse_unknown()
 
     regs = top.table("registers")
     registers: dict[str, Register] = {}
@@ -247,6 +303,13 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         drain_timeout=drain_timeout,
         file_wait_timeout=file_wait_timeout,
         log_level=log_level,
+        state_dir=state_dir,
+        disk_low_bytes=disk_low_bytes,
+        retention_interval=retention_interval,
+        orphan_grace=orphan_grace,
+        retention_batch=retention_batch,
+        api_listen=api_listen,
+        number_hmac_key=number_hmac_key,
     )
 
 

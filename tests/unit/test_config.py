@@ -79,6 +79,19 @@ def test_secret_files(tmp_path: Path) -> None:
         (("[registers.telesales]", "[registers.Tele_Sales]"), "registers.'Tele_Sales'"),
         (('dsn = "postgresql://callrec@/callrec"', ""), "database.dsn: missing"),
         (("[metrics]", "[metric]"), "metric: unknown key"),
+        (
+            ("[metrics]", '[retention]\ninterval = "10 minuts"\n[metrics]'),
+            "retention.interval: '10 minuts' is not",
+        ),
+        (("[metrics]", '[api]\nlisten = "nowhere"\n[metrics]'), 'api.listen: expected "host:port"'),
+        (
+            ("[metrics]", '[privacy]\nnumber_hmac_key = "k"\n[metrics]'),
+            "privacy.number_hmac_key: unknown key",
+        ),
+        (
+            ("[metrics]", '[daemon]\nstate_dir = "var/lib"\n[metrics]'),
+            "daemon.state_dir: must be an absolute",
+        ),
     ],
 )
 def test_mistakes_are_one_clear_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:
@@ -88,6 +101,18 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, change: tuple[str, str], me
         load(write(tmp_path, GOOD.replace(old, new, 1)))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_optional_sections(tmp_path: Path) -> None:
+    key = tmp_path / "hmac"
+    key.write_text("k" * 32)
+    extra = '[retention]\ninterval = "5 minutes"\n[api]\nenabled = false\n'
+    extra += f'[privacy]\nnumber_hmac_key_file = "{key}"\n'
+    s = load(write(tmp_path, GOOD.replace("[metrics]", extra + "[metrics]")))
+    assert s.retention_interval == 300 and s.api_listen is None
+    assert s.number_hmac_key == b"k" * 32 and "kkkk" not in repr(s)
+    defaults = load(write(tmp_path, GOOD))
+    assert defaults.api_listen == ("127.0.0.1", 9871) and defaults.number_hmac_key is None
 
 
 def test_no_registers(tmp_path: Path) -> None:
