@@ -11,6 +11,9 @@ CREATE TABLE recordings (
     duration_seconds        numeric(12, 3) NOT NULL CHECK (duration_seconds >= 0),
     service_number          text,
     customer_number_masked  text CHECK (customer_number_masked ~ '^\+?[0-9]*\*\*\*$'),
+    -- Keyed HMAC-SHA256 of the normalised full number ([privacy] number_hmac_key_file), hex;
+    -- tells apart numbers that differ only in the masked digits. The key is not in the database.
+    customer_number_hmac    text CHECK (customer_number_hmac ~ '^[0-9a-f]{64}$'),
     agent_name              text,
     file_path               text        NOT NULL UNIQUE
                                         CHECK (file_path !~ '(^/|\.\.)'),
@@ -18,6 +21,13 @@ CREATE TABLE recordings (
     sha256                  text        NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     retain_until            timestamptz NOT NULL,
     legal_hold              boolean     NOT NULL DEFAULT false,
+    -- Which callrec wrote the row ([daemon] node, default the host name): with two Asterisk
+    -- servers on one database, each only touches files it can reach.
+    node                    text        NOT NULL DEFAULT '',
+    -- Written from the file after the daemon missed the call's end (crash, restart).
+    recovered               boolean     NOT NULL DEFAULT false,
+    -- The call was cut by an Asterisk restart; the file is as Asterisk left it.
+    interrupted             boolean     NOT NULL DEFAULT false,
     created_at              timestamptz NOT NULL DEFAULT now()
 );
 

@@ -39,7 +39,7 @@ class App:
         self.ari = AriClient(
             AriSettings(ast.ari_url, ast.ari_username, ast.ari_password, ast.ari_app, event_types=EVENT_TYPES)
         )
-        self.tracker = CallTracker(settings.registers)
+        self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
         self.store: Store | None = None
         self.recorder: Recorder | None = None
         self.stopping = asyncio.Event()
@@ -99,6 +99,7 @@ class App:
             s.registers,
             s.asterisk.recordings_dir,
             file_wait_timeout=s.file_wait_timeout,
+            node=s.node,
         )
         self._spawn(self.ami.run(), "ami")
         self._spawn(self.ari.run(self.on_event, self.on_connect), "ari")

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from callrec.config import Direction, Register
-from callrec.masking import mask_number
+from callrec.masking import mask_number, number_hmac
 
 LINKEDID = "CHANNEL(linkedid)"
 VAR_REGISTER = "CALLREC_REGISTER"
@@ -151,6 +151,7 @@ class FinishRecording:
     ended_at: float
     service_number: str | None
     customer_number_masked: str | None
+    customer_number_hmac: str | None
     agent_name: str | None
 
 
@@ -186,10 +187,10 @@ class _Call:
     unknown_register_reported: bool = False
     anchor: _Channel | None = None
     service_number: str | None = None
-    customer_explicit: str | None = None
-    """Masked CALLREC_CUSTOMER_NUMBER, which wins over the caller ID."""
-    customer_from_caller: str | None = None
-    """Masked caller ID number of the anchor."""
+    customer_explicit: tuple[str | None, str | None] | None = None
+    """(masked, hmac) of CALLREC_CUSTOMER_NUMBER, which wins over the caller ID."""
+    customer_from_caller: tuple[str | None, str | None] = (None, None)
+    """(masked, hmac) of the anchor's caller ID number."""
     agent: str | None = None
     recording: uuid.UUID | None = None
     recorded_channel: str | None = None
@@ -217,10 +218,12 @@ class CallTracker:
         self,
         registers: Mapping[str, Register],
         *,
+        hmac_key: bytes | None = None,
         new_id: Callable[[], uuid.UUID] = uuid.uuid4,
         file_path: Callable[[uuid.UUID, float], str] = default_file_path,
     ) -> None:
         self._registers = registers
+        self._hmac_key = hmac_key
         self._new_id = new_id
         self._file_path = file_path
         self._channels: dict[str, _Channel] = {}
@@ -258,7 +261,7 @@ class CallTracker:
             self._set_var(chan, event.variable, event.value, out)
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
-            call.customer_from_caller = mask_number(snap.caller_number)
+            call.customer_from_caller = self._customer(snap.caller_number)
         if call.agent is None:
             self._note_answered_agent(chan)
         if event.kind == "hangup_request" and call.recorded_channel == chan.id and not call.stop_sent:
@@ -314,7 +317,7 @@ class CallTracker:
             if call.service_number is None:
                 call.service_number = val[:MAX_VALUE_LEN]
         elif var == VAR_CUSTOMER_NUMBER:
-            call.customer_explicit = mask_number(val)
+            call.customer_explicit = self._customer(val)
 
     def _note_answered_agent(self, chan: _Channel) -> None:
         """The agent is whoever answered: a queue rings every member, and each member leg
@@ -335,6 +338,10 @@ class CallTracker:
             if c.name == name:
                 return c
         return None
+
+    def _customer(self, raw: str | None) -> tuple[str | None, str | None]:
+        # The one place a full number is read; only its masked form and HMAC are kept.
+        return mask_number(raw), number_hmac(raw, self._hmac_key)
 
     def _maybe_start(self, call: _Call, now: float, out: list[Command]) -> None:
         anchor, register = call.anchor, call.register
@@ -370,12 +377,14 @@ class CallTracker:
         del self._channels[chan.id]
         del call.channels[chan.id]
         if call.recorded_channel == chan.id and call.recording is not None:
+            customer = call.customer_explicit or call.customer_from_caller
             out.append(
                 FinishRecording(
                     recording_id=call.recording,
                     ended_at=now,
                     service_number=call.service_number,
-                    customer_number_masked=call.customer_explicit or call.customer_from_caller,
+                    customer_number_masked=customer[0],
+                    customer_number_hmac=customer[1],
                     agent_name=call.agent or (call.anchor.agent if call.anchor else None),
                 )
             )

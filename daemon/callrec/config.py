@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class Settings:
     file_wait_timeout: float
     """Seconds to wait, after a recorded channel is gone, for MixMonitor to close the file."""
     log_level: str
+    node: str = ""
+    """This callrec's name in the rows it writes (default: the host name)."""
     state_dir: Path = Path("/var/lib/callrec")
     """The daemon's own durable state (the outbox journal)."""
     disk_low_bytes: int = 1 << 30
@@ -239,6 +242,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     log_level = dmn.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
+    node = dmn.get("node", str, socket.gethostname())[:64]
     state_dir = Path(dmn.get("state_dir", str, "/var/lib/callrec"))
     if not state_dir.is_absolute():
         raise ConfigError("daemon.state_dir: must be an absolute path")
@@ -303,6 +307,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         drain_timeout=drain_timeout,
         file_wait_timeout=file_wait_timeout,
         log_level=log_level,
+        node=node,
         state_dir=state_dir,
         disk_low_bytes=disk_low_bytes,
         retention_interval=retention_interval,

@@ -5,6 +5,9 @@ Pure functions. The full number exists only in the caller's memory while this ru
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 _DIGITS = frozenset("0123456789")
 MASK = "***"
 
@@ -26,3 +29,24 @@ def mask_number(raw: str | None) -> str | None:
     # "Leading" means before the first digit: "+358..." keeps it, "358+..." does not.
     plus = "+" if "+" in raw[: raw.index(digits[0])] else ""
     return plus + "".join(digits[:-3]) + MASK
+
+
+def normalise_number(raw: str | None) -> str | None:
+    """The full number in the form masking starts from: digits and a leading ``+``."""
+    masked = mask_number(raw)
+    if masked is None or raw is None:
+        return None
+    digits = "".join(c for c in raw if c in _DIGITS)
+    return ("+" if masked.startswith("+") else "") + digits
+
+
+def number_hmac(raw: str | None, key: bytes | None) -> str | None:
+    """Keyed HMAC-SHA256 (hex) of the normalised number, or ``None`` without a key or digits.
+
+    Stored beside the masked number so a data-subject request can tell apart numbers that
+    differ only in their last three digits; without the key it reveals nothing.
+    """
+    normal = normalise_number(raw)
+    if key is None or normal is None:
+        return None
+    return hmac.new(key, normal.encode(), hashlib.sha256).hexdigest()

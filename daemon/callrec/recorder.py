@@ -82,6 +82,7 @@ class Recorder:
         recordings_dir: Path,
         *,
         file_wait_timeout: float = 30.0,
+        node: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._mixer = mixer
@@ -89,6 +90,7 @@ class Recorder:
         self._registers = registers
         self._dir = recordings_dir
         self._file_wait_timeout = file_wait_timeout
+        self._node = node
         self._clock = clock
         self._active: dict[uuid.UUID, _Recording] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -229,11 +231,13 @@ class Recorder:
             ended_at=datetime.fromtimestamp(max(ended_at, started_at), UTC),
             service_number=fin.service_number,
             customer_number_masked=fin.customer_number_masked,
+            customer_number_hmac=fin.customer_number_hmac,
             agent_name=fin.agent_name,
             file_path=cmd.file_path,
             file_size=size,
             sha256=sha,
             retention=register.retention.interval,
+            node=self._node,
         )
         await self._write(row, bound)
         with contextlib.suppress(FileNotFoundError):

@@ -49,12 +49,16 @@ class RecordingRow:
     ended_at: datetime
     service_number: str | None
     customer_number_masked: str | None
+    customer_number_hmac: str | None
     agent_name: str | None
     file_path: str
     file_size: int
     sha256: str
     retention: str
     """A PostgreSQL interval such as "6 months"; retain_until = ended_at + retention."""
+    node: str = ""
+    recovered: bool = False
+    interrupted: bool = False
 
     @property
     def duration_seconds(self) -> Decimal:
@@ -64,10 +68,10 @@ class RecordingRow:
 
 _INSERT = """
 INSERT INTO recordings (id, call_id, register_name, direction, started_at, ended_at,
-    duration_seconds, service_number, customer_number_masked, agent_name, file_path,
-    file_size, sha256, retain_until)
-VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7, $8, $9, $10, $11, $12, $13,
-        $6::timestamptz + $14::text::interval)
+    duration_seconds, service_number, customer_number_masked, customer_number_hmac, agent_name,
+    file_path, file_size, sha256, retain_until, node, recovered, interrupted)
+VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7, $8, $9, $10, $11, $12, $13, $14,
+        $6::timestamptz + $15::text::interval, $16, $17, $18)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -103,11 +107,15 @@ class Store:
                 row.duration_seconds,
                 row.service_number,
                 row.customer_number_masked,
+                row.customer_number_hmac,
                 row.agent_name,
                 row.file_path,
                 row.file_size,
                 row.sha256,
                 row.retention,
+                row.node,
+                row.recovered,
+                row.interrupted,
             )
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable(_describe(exc)) from exc

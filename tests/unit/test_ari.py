@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -20,6 +20,14 @@ from tests.fakes.ari_server import FakeAri
 PASSWORD = "s3cret-pw"
 NUMBER = "+358401234567"
 TIMEOUT = 5.0  # only reached when a test fails
+
+
+T = TypeVar("T")
+
+
+async def within(aw: Awaitable[T]) -> T:
+    """Await, failing the test instead of hanging it when the awaited thing never happens."""
+    return await asyncio.wait_for(aw, TIMEOUT)
 
 
 def settings(url: str, **overrides: Any) -> AriSettings:
@@ -81,10 +89,10 @@ class Consumer:
         self.connects.put_nowait(True)
 
     async def next_event(self) -> dict[str, Any]:
-        return await asyncio.wait_for(self.events.get(), TIMEOUT)
+        return await within(self.events.get())
 
     async def next_connect(self) -> None:
-        await asyncio.wait_for(self.connects.get(), TIMEOUT)
+        await within(self.connects.get())
 
 
 @contextlib.asynccontextmanager
@@ -134,8 +142,8 @@ async def test_events_arrive_in_order_after_on_connect(fake: FakeAri) -> None:
     consumer = Consumer()
     client = AriClient(settings(fake.url))
     async with running(client, consumer):
-        await client.wait_connected()
-        await fake.wait_client()
+        await within(client.wait_connected())
+        await within(fake.wait_client())
         await fake.push_many(event(n) for n in range(200))
         received = [await consumer.next_event() for _ in range(200)]
     assert [e["n"] for e in received] == list(range(200))
@@ -153,8 +161,8 @@ async def test_events_wait_for_on_connect_while_the_socket_is_drained(fake: Fake
     padding = "x" * 4000
     count = 5000  # 20 MB: more than loopback socket buffers hold
     async with running(AriClient(settings(fake.url)), consumer):
-        await fake.wait_client()
-        await asyncio.wait_for(fake.push_many({**event(n), "pad": padding} for n in range(count)), TIMEOUT)
+        await within(fake.wait_client())
+        await within(fake.push_many({**event(n), "pad": padding} for n in range(count)))
         assert consumer.log == ["connect"]
         release.set()
         received = [await consumer.next_event() for _ in range(count)]
@@ -170,7 +178,7 @@ async def test_wrong_password_is_one_clear_line_and_retried(fake: FakeAri) -> No
     client = AriClient(settings(fake.url))
     with structlog.testing.capture_logs() as logs:
         async with running(client, consumer):
-            await fake.wait_connects(4)
+            await within(fake.wait_connects(4))
             assert not client.connected
             assert [c["status"] for c in fake.connects[:4]] == [401] * 4
             with pytest.raises(AriUnavailable):
@@ -189,25 +197,23 @@ async def test_wrong_password_is_one_clear_line_and_retried(fake: FakeAri) -> No
 async def test_reconnects_after_drop_and_refusals(fake: FakeAri, close_code: int | None) -> None:
     consumer = Consumer()
     client = AriClient(settings(fake.url))
-    reconnects_before = metrics.REGISTRY.get_sample_value(
-        "callrec_reconnects_total", {"connection": "ari"}
-    )
+    reconnects_before = metrics.REGISTRY.get_sample_value("callrec_reconnects_total", {"connection": "ari"})
     async with running(client, consumer):
         await consumer.next_connect()
         assert client.connected
         assert gauge() == 1
         fake.refuse = True
         await fake.drop_clients(close_code)
-        await fake.wait_connects(3)  # two refused reconnects: the client saw the loss
+        await within(fake.wait_connects(3))  # two refused reconnects: the client saw the loss
         assert [c["status"] for c in fake.connects[1:3]] == [503, 503]
         assert not client.connected
         assert gauge() == 0
         fake.refuse = False
         await consumer.next_connect()
-        await client.wait_connected()
+        await within(client.wait_connected())
         assert client.connected
         assert gauge() == 1
-        await fake.wait_client()
+        await within(fake.wait_client())
         await fake.push(event(1))
         assert (await consumer.next_event())["n"] == 1
     reconnects = metrics.REGISTRY.get_sample_value("callrec_reconnects_total", {"connection": "ari"})
@@ -228,7 +234,7 @@ async def test_backoff_grows_while_refused_and_resets_after_connect(
     consumer = Consumer()
     fake.refuse = True
     async with running(AriClient(settings(fake.url)), consumer):
-        await fake.wait_connects(4)
+        await within(fake.wait_connects(4))
         fake.refuse = False
         await consumer.next_connect()
         refused_attempts = list(attempts)
@@ -286,9 +292,11 @@ async def test_oversized_message_drops_the_connection_and_reconnects(fake: FakeA
     before = errors("oversized")
     async with running(AriClient(settings(fake.url)), consumer):
         await consumer.next_connect()
-        await fake.push('{"type": "ChannelVarset", "value": "' + "x" * (ari_module.MAX_MESSAGE_BYTES + 1) + '"}')
+        await fake.push(
+            '{"type": "ChannelVarset", "value": "' + "x" * (ari_module.MAX_MESSAGE_BYTES + 1) + '"}'
+        )
         await consumer.next_connect()
-        await fake.wait_client()
+        await within(fake.wait_client())
         await fake.push(event(2))
         assert (await consumer.next_event())["n"] == 2
     assert errors("oversized") == before + 1
@@ -330,7 +338,7 @@ async def test_on_connect_raising_is_not_fatal(fake: FakeAri) -> None:
     before = errors("on_connect_error")
     with structlog.testing.capture_logs() as logs:
         async with running(AriClient(settings(fake.url)), consumer):
-            await fake.wait_client()
+            await within(fake.wait_client())
             await fake.push(event(3))
             assert (await consumer.next_event())["n"] == 3
     assert errors("on_connect_error") == before + 1
@@ -356,7 +364,7 @@ async def test_channels_returns_the_servers_list_and_maps_failures(fake: FakeAri
         fake.rest_status = None
         fake.rest_stall = True
         with pytest.raises(AriUnavailable, match="Timeout"):
-            await client.channels()
+            await within(client.channels())
         fake.rest_stall = False
         fake.password = "changed"
         with pytest.raises(AriAuthError):
@@ -395,7 +403,7 @@ async def test_event_filter_refusal_is_logged_once_and_not_fatal(fake: FakeAri) 
             await fake.drop_clients()
             await consumer.next_connect()
             assert client.connected
-            await fake.wait_client()
+            await within(fake.wait_client())
             await fake.push(event(4))
             assert (await consumer.next_event())["n"] == 4
     assert len(fake.event_filters) == 2
@@ -430,9 +438,9 @@ async def test_cancel_closes_everything(fake: FakeAri, phase: str) -> None:
     if phase == "reading":
         await consumer.next_connect()
     elif phase == "on_connect":
-        await asyncio.wait_for(in_on_connect.wait(), TIMEOUT)
+        await within(in_on_connect.wait())
     else:
-        await fake.wait_connects(1)
+        await within(fake.wait_connects(1))
     session = client._session
     assert session is not None
     task.cancel()
@@ -441,7 +449,7 @@ async def test_cancel_closes_everything(fake: FakeAri, phase: str) -> None:
     assert session.closed
     assert not client.connected
     assert gauge() == 0
-    await asyncio.wait_for(fake.wait_no_client(), TIMEOUT)
+    await within(fake.wait_no_client())
     assert asyncio.all_tasks() == {asyncio.current_task()}  # no task of the client left behind
     gc.collect()  # an unclosed session would warn here, and filterwarnings=error fails the test
 

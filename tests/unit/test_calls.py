@@ -291,3 +291,14 @@ def test_ids_are_injectable() -> None:
         ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
     )
     assert start.recording_id == fixed and start.file_path == f"x/{fixed}.wav"
+
+
+def test_hmac_of_the_customer_number_with_a_key() -> None:
+    from callrec.masking import number_hmac
+
+    key = b"secret-key-0123456789"
+    t = CallTracker(REGISTERS, hmac_key=key)
+    t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
+    (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 1)
+    assert finish.customer_number_hmac == number_hmac("+358401234567", key)
+    assert "4567" not in repr(t.__dict__)

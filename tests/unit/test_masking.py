@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callrec.masking import MASK, mask_number
+from callrec.masking import MASK, mask_number, number_hmac
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,13 @@ def test_idempotent_on_shape_and_length(raw: str) -> None:
 def test_numbers_differing_only_in_last_three_digits_mask_alike(digits: str) -> None:
     other = digits[:-3] + "".join(str((int(c) + 1) % 10) for c in digits[-3:])
     assert mask_number(digits) == mask_number(other)
+
+
+def test_hmac_tells_apart_numbers_the_mask_cannot() -> None:
+    key = b"k" * 32
+    a, b = number_hmac("+358 40 123 4567", key), number_hmac("+358401234568", key)
+    assert a is not None and b is not None and a != b
+    assert a == number_hmac("+358-40-123-4567", key), "formatting does not change the HMAC"
+    assert number_hmac("+358401234567", None) is None
+    assert number_hmac("anonymous", key) is None
+    assert number_hmac("+358401234567", b"other-key-xxxxxxxx") != a

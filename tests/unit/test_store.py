@@ -22,6 +22,7 @@ def row(**over: object) -> RecordingRow:
         ended_at=start + timedelta(seconds=61.25),
         service_number="0300",
         customer_number_masked="+358401234***",
+        customer_number_hmac=None,
         agent_name="alice",
         file_path="2026/01/31/x.wav",
         file_size=1234,
