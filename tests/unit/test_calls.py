@@ -296,7 +296,7 @@ def test_ids_are_injectable() -> None:
 def test_hmac_of_the_customer_number_with_a_key() -> None:
     from callrec.masking import number_hmac
 
-    key = b"secret-key-0123456789"
+    key = b"secret-key-abcdefghij"
     t = CallTracker(REGISTERS, hmac_key=key)
     t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 1)
