@@ -12,6 +12,7 @@ import contextlib
 import random
 import signal
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -23,6 +24,8 @@ from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.calls import EVENT_TYPES, CallTracker, MalformedEvent, parse_channel, parse_event
 from callrec.config import Settings
+from callrec.journal import Journal, PendingRecording
+from callrec.outbox import Outbox
 from callrec.recorder import Recorder, free_bytes
 from callrec.store import Store, StoreUnavailable
 
@@ -41,10 +44,14 @@ class App:
         )
         self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
         self.store: Store | None = None
+        self.journal: Journal | None = None
+        self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._web: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
+        self._pending_at_start: list[PendingRecording] | None = None
+        self._asterisk_started: str | None = None
 
     # --- event path (hot) -------------------------------------------------------------------
 
@@ -60,23 +67,45 @@ class App:
             self.recorder.execute(self.tracker.handle(event, time.time()))
 
     async def on_connect(self) -> None:
-        """Asterisk keeps no events for a disconnected client: rebuild from the channel list."""
-        channels = await self.ari.channels()
+        """Asterisk keeps no events for a disconnected client: rebuild from the channel list.
+
+        Runs after every (re)connect of the events websocket, before any event is delivered.
+        """
+        assert self.recorder is not None
+        info = await self.ari.asterisk_info()
+        status = info.get("status")
+        started = str(status.get("startup_time", "")) if isinstance(status, dict) else ""
+        restarted = self._asterisk_started is not None and started != self._asterisk_started
+        self._asterisk_started = started
         live = []
-        for obj in sorted(
-            channels, key=lambda c: str(c.get("creationtime", "")) if isinstance(c, dict) else ""
-        ):
+        for obj in sorted(await self.ari.channels(), key=lambda c: str(c.get("creationtime", ""))):
             try:
                 live.append(parse_channel(obj))
             except MalformedEvent:
                 metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc()
-        assert self.recorder is not None
-        self.recorder.execute(self.tracker.reconcile(live, time.time()))
-        log.info("reconciled with asterisk", channels=len(live), calls=self.tracker.call_count)
+        if self._pending_at_start is not None:
+            # First connect of this run: the recordings a previous run left in the journal
+            # are either still up (adopt: never a second MixMonitor) or over (row from file).
+            by_id = {ev.channel.id: ev for ev in live}
+            for facts in self._pending_at_start:
+                event = by_id.get(facts.channel_id)
+                if event is not None:
+                    self.tracker.adopt(event, facts.recording_id, facts.register)
+                    self.recorder.adopt(facts)
+                else:
+                    self.recorder.recover(facts, interrupted=False)
+            self._pending_at_start = None
+        self.recorder.execute(self.tracker.reconcile(live, time.time(), restarted=restarted))
+        log.info(
+            "reconciled with asterisk",
+            channels=len(live),
+            calls=self.tracker.call_count,
+            asterisk_restarted=restarted,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -91,16 +120,25 @@ class App:
     async def startup(self) -> None:
         s = self.settings
         metrics.BUILD_INFO.info({"version": __version__})
-        await self._start_metrics()
+        for name in ("ari", "ami", "database"):
+            metrics.CONNECTION_UP.labels(connection=name).set(0)
+        await self._serve(self._metrics_app(), s.metrics_listen)
+        self.journal = await Journal.open(s.state_dir)
+        self._pending_at_start = await self.journal.pending()
+        if self._pending_at_start:
+            log.info("recordings left by the previous run", count=len(self._pending_at_start))
         self.store = await self._connect_store()
+        self.outbox = Outbox(self.journal, self.store)
         self.recorder = Recorder(
             self.ami,
-            self.store,
+            self.journal,
+            self.outbox,
             s.registers,
             s.asterisk.recordings_dir,
             file_wait_timeout=s.file_wait_timeout,
             node=s.node,
         )
+        self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.ami.run(), "ami")
         self._spawn(self.ari.run(self.on_event, self.on_connect), "ari")
         self._spawn(self._gauges(), "gauges")
@@ -133,13 +171,16 @@ class App:
                 raise asyncio.CancelledError
             delay = min(delay * 2, 10.0)
 
-    async def _start_metrics(self) -> None:
-        host, port = self.settings.metrics_listen
+    def _metrics_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", make_aiohttp_handler(metrics.REGISTRY))
-        self._web = web.AppRunner(app, access_log=None)
-        await self._web.setup()
-        await web.TCPSite(self._web, host, port).start()
+        return app
+
+    async def _serve(self, app: web.Application, listen: tuple[str, int]) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.TCPSite(runner, listen[0], listen[1]).start()
 
     async def _gauges(self) -> None:
         """Slow-changing gauges and the systemd watchdog, fed from the event loop itself so
@@ -147,7 +188,18 @@ class App:
         rec_dir = self.settings.asterisk.recordings_dir
         while True:
             try:
-                metrics.RECORDINGS_DIR_FREE_BYTES.set(await asyncio.to_thread(free_bytes, rec_dir))
+                free = await asyncio.to_thread(free_bytes, rec_dir)
+                metrics.RECORDINGS_DIR_FREE_BYTES.set(free)
+                low = free < self.settings.disk_low_bytes
+                metrics.DISK_LOW.set(int(low))
+                if low:
+                    # Recording goes on (a call may be needed as evidence); once the disk is
+                    # full MixMonitor writes nothing, and those calls are counted as no_file.
+                    log.error(
+                        "recordings_dir is low on space",
+                        free_bytes=free,
+                        threshold_bytes=self.settings.disk_low_bytes,
+                    )
             except OSError as exc:
                 log.warning("cannot stat recordings_dir", error=str(exc)[:200])
             if self.store is not None:
@@ -169,13 +221,17 @@ class App:
             left = await self.recorder.drain(self.settings.drain_timeout)
             if left:
                 log.warning("recordings still running at exit; the next start adopts them", count=left)
+        if self.outbox is not None and not await self.outbox.flush(5.0):
+            log.warning("rows left in the journal; written at the next start")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
-        if self._web is not None:
-            await self._web.cleanup()
+        if self.journal is not None:
+            await self.journal.close()
+        for runner in self._runners:
+            await runner.cleanup()
         log.info("callrec stopped")
 
     async def run(self) -> None:

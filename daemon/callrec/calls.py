@@ -122,7 +122,8 @@ def parse_channel(obj: Any) -> ChannelEvent:
 
 @dataclass(frozen=True, slots=True)
 class StartRecording:
-    """Attach MixMonitor to ``channel_name``, writing ``file_path`` under recordings_dir."""
+    """Attach MixMonitor to ``channel_name``, writing ``file_path`` under recordings_dir.
+    The call's facts as known at the answer go to the journal, for a row after a crash."""
 
     recording_id: uuid.UUID
     call_id: str
@@ -132,6 +133,10 @@ class StartRecording:
     channel_name: str
     file_path: str
     answered_at: float
+    service_number: str | None = None
+    customer_number_masked: str | None = None
+    customer_number_hmac: str | None = None
+    agent_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +158,10 @@ class FinishRecording:
     customer_number_masked: str | None
     customer_number_hmac: str | None
     agent_name: str | None
+    missed_end: bool = False
+    """The channel vanished while we were not watching (found out by reconciliation)."""
+    interrupted: bool = False
+    """... because Asterisk itself restarted: no closing marker will come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,16 +281,29 @@ class CallTracker:
             self._maybe_start(call, now, out)
         return out
 
-    def reconcile(self, live: Iterable[ChannelEvent], now: float) -> list[Command]:
-        """After a (re)connect: channels not in ``live`` ended while we were away."""
+    def reconcile(
+        self, live: Iterable[ChannelEvent], now: float, *, restarted: bool = False
+    ) -> list[Command]:
+        """After a (re)connect: channels not in ``live`` ended while we were away;
+        ``restarted`` says Asterisk itself restarted, which cut them."""
         out: list[Command] = []
         seen = set()
         for event in live:
             seen.add(event.channel.id)
             out.extend(self.handle(event, now))
         for chan in [c for cid, c in self._channels.items() if cid not in seen]:
-            self._destroy(chan, now, out)
+            self._destroy(chan, now, out, missed=True, interrupted=restarted)
         return out
+
+    def adopt(self, event: ChannelEvent, recording_id: uuid.UUID, register: str) -> None:
+        """A recording a previous run of the daemon started on this live channel: track it
+        as ours, so the call is not recorded a second time and gets its row at the end."""
+        chan = self._channels.get(event.channel.id) or self._adopt(event.channel, [])
+        call = chan.call
+        call.register = self._registers.get(register, call.register)
+        call.anchor = chan
+        call.recording = recording_id
+        call.recorded_channel = chan.id
 
     def _adopt(self, snap: ChannelSnapshot, out: list[Command]) -> _Channel:
         call_id = snap.linkedid
@@ -357,6 +379,7 @@ class CallTracker:
         if not answered:
             return
         rid = self._new_id()
+        customer = call.customer_explicit or call.customer_from_caller
         call.recording = rid
         call.recorded_channel = anchor.id
         out.append(
@@ -369,10 +392,22 @@ class CallTracker:
                 channel_name=anchor.name,
                 file_path=self._file_path(rid, now),
                 answered_at=now,
+                service_number=call.service_number,
+                customer_number_masked=customer[0],
+                customer_number_hmac=customer[1],
+                agent_name=call.agent or anchor.agent,
             )
         )
 
-    def _destroy(self, chan: _Channel, now: float, out: list[Command]) -> None:
+    def _destroy(
+        self,
+        chan: _Channel,
+        now: float,
+        out: list[Command],
+        *,
+        missed: bool = False,
+        interrupted: bool = False,
+    ) -> None:
         call = chan.call
         del self._channels[chan.id]
         del call.channels[chan.id]
@@ -386,6 +421,8 @@ class CallTracker:
                     customer_number_masked=customer[0],
                     customer_number_hmac=customer[1],
                     agent_name=call.agent or (call.anchor.agent if call.anchor else None),
+                    missed_end=missed,
+                    interrupted=interrupted,
                 )
             )
             call.recorded_channel = None

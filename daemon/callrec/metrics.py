@@ -77,3 +77,24 @@ RECORDINGS_DIR_FREE_BYTES = Gauge(
     "Free bytes on the file system of recordings_dir.",
     registry=REGISTRY,
 )
+OUTBOX_DEPTH = Gauge(
+    "callrec_outbox_depth",
+    "Finished rows kept in the local journal until PostgreSQL has them.",
+    registry=REGISTRY,
+)
+RECORDINGS_ADOPTED = Counter(
+    "callrec_recordings_adopted_total",
+    "Recordings in progress taken over after a restart of the daemon.",
+    registry=REGISTRY,
+)
+RECORDINGS_RECOVERED = Counter(
+    "callrec_recordings_recovered_total",
+    "Rows written from the file because the daemon missed the call's end.",
+    ["register", "interrupted"],
+    registry=REGISTRY,
+)
+DISK_LOW = Gauge(
+    "callrec_recordings_dir_low",
+    "1 while free space in recordings_dir is below [daemon] disk_low_bytes.",
+    registry=REGISTRY,
+)

@@ -1,6 +1,8 @@
-"""Carries out the tracker's commands: MixMonitor through AMI, then the row in PostgreSQL.
+"""Carries out the tracker's commands: MixMonitor through AMI, then the row.
 
-Each recording is one owned task that walks start -> stop -> file closed -> row written.
+Each recording is one owned task that walks journal -> MixMonitor -> stop -> file closed ->
+row in the outbox. The journal entry is written before MixMonitor is asked, so a crash at
+any point leaves either a live call to adopt or a file to recover a row from.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,7 +25,8 @@ from callrec import metrics
 from callrec.asterisk.ami import AmiError, AmiUnavailable
 from callrec.calls import Command, FinishRecording, Problem, StartRecording, StopRecording
 from callrec.config import Register
-from callrec.store import RecordingRow, StoreUnavailable
+from callrec.journal import PendingRecording
+from callrec.store import RecordingRow
 
 log = structlog.get_logger("callrec.recorder")
 
@@ -45,15 +47,22 @@ class Mixer(Protocol):
     async def stop_mix_monitor(self, channel: str) -> None: ...
 
 
-class RowSink(Protocol):
-    """Where finished rows go (the store)."""
+class PendingLog(Protocol):
+    """Where recordings in progress are remembered (the journal)."""
 
-    async def insert_recording(self, row: RecordingRow) -> bool: ...
+    async def begin(self, rec: PendingRecording) -> None: ...
+    async def forget(self, recording_id: uuid.UUID) -> None: ...
+
+
+class RowSink(Protocol):
+    """Where finished rows go (the outbox); also drops the pending entry."""
+
+    async def put(self, row: RecordingRow) -> None: ...
 
 
 @dataclass(eq=False)
 class _Recording:
-    start: StartRecording
+    facts: PendingRecording
     stop_at: float | None = None
     finish: FinishRecording | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,12 +80,20 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, sha.hexdigest()
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 class Recorder:
     """Owns one task per recording in progress."""
 
     def __init__(
         self,
         mixer: Mixer,
+        pending: PendingLog,
         sink: RowSink,
         registers: Mapping[str, Register],
         recordings_dir: Path,
@@ -86,6 +103,7 @@ class Recorder:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._mixer = mixer
+        self._pending = pending
         self._sink = sink
         self._registers = registers
         self._dir = recordings_dir
@@ -127,11 +145,55 @@ class Recorder:
             log.warning("call answered during shutdown, left to the next start", call_id=cmd.call_id)
             metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="shutting_down").inc()
             return
-        rec = _Recording(cmd)
-        self._active[cmd.recording_id] = rec
+        facts = PendingRecording(
+            recording_id=cmd.recording_id,
+            call_id=cmd.call_id,
+            register=cmd.register,
+            direction=cmd.direction,
+            channel_id=cmd.channel_id,
+            channel_name=cmd.channel_name,
+            file_path=cmd.file_path,
+            answered_at=cmd.answered_at,
+            service_number=cmd.service_number,
+            customer_number_masked=cmd.customer_number_masked,
+            customer_number_hmac=cmd.customer_number_hmac,
+            agent_name=cmd.agent_name,
+        )
+        self._spawn(_Recording(facts), self._lifecycle)
+
+    def adopt(self, facts: PendingRecording) -> None:
+        """Take over a recording a previous run started on a channel that is still up."""
+        metrics.RECORDINGS_ADOPTED.inc()
+        log.info(
+            "recording adopted",
+            call_id=facts.call_id,
+            register=facts.register,
+            recording_id=str(facts.recording_id),
+        )
+        self._spawn(_Recording(facts), self._resume)
+
+    def recover(self, facts: PendingRecording, *, interrupted: bool) -> None:
+        """A recording whose call ended while no daemon watched: its row comes from the file."""
+        rec = _Recording(facts)
+        rec.finish = FinishRecording(
+            recording_id=facts.recording_id,
+            ended_at=self._clock(),
+            service_number=facts.service_number,
+            customer_number_masked=facts.customer_number_masked,
+            customer_number_hmac=facts.customer_number_hmac,
+            agent_name=facts.agent_name,
+            missed_end=True,
+            interrupted=interrupted,
+        )
+        rec.finished.set()
+        self._spawn(rec, self._resume)
+
+    def _spawn(self, rec: _Recording, body: Callable[[_Recording], object]) -> None:
+        rid = rec.facts.recording_id
+        self._active[rid] = rec
         metrics.RECORDINGS_ACTIVE.set(len(self._active))
         self._idle.clear()
-        task = asyncio.create_task(self._lifecycle(rec), name=f"recording-{cmd.recording_id}")
+        task: asyncio.Task[None] = asyncio.create_task(body(rec), name=f"recording-{rid}")  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -143,8 +205,8 @@ class Recorder:
             self._idle.set()
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for recordings in progress to get their rows; cancel the rest.
-        Returns how many were left unfinished."""
+        """Wait up to ``timeout`` for recordings in progress to get their rows; cancel the
+        rest (they stay in the journal for the next start). Returns how many were left."""
         self.accepting = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
@@ -155,95 +217,140 @@ class Recorder:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         return left
 
+    def _bound(self, facts: PendingRecording) -> structlog.BoundLogger:
+        return log.bind(call_id=facts.call_id, register=facts.register, recording_id=str(facts.recording_id))  # type: ignore[no-any-return]
+
     async def _lifecycle(self, rec: _Recording) -> None:
-        cmd = rec.start
-        bound = log.bind(call_id=cmd.call_id, register=cmd.register, recording_id=str(cmd.recording_id))
-        path = self._dir / cmd.file_path
+        facts = rec.facts
+        bound = self._bound(facts)
+        path = self._dir / facts.file_path
         try:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            await self._pending.begin(facts)
             started_at = await self._start_mixmonitor(rec, path, bound)
-            if started_at is not None and not rec.finished.is_set():
-                await _first(rec.stopped, rec.finished)
-                if not rec.finished.is_set():
-                    # Closes the file at the hangup itself rather than when the channel is freed.
-                    with contextlib.suppress(AmiError, AmiUnavailable):
-                        await self._mixer.stop_mix_monitor(cmd.channel_name)
-            await rec.finished.wait()
             if started_at is None:
+                await self._pending.forget(facts.recording_id)
                 return
+            await self._until_end(rec)
             await self._finalise(rec, path, started_at, bound)
         finally:
-            self._active.pop(cmd.recording_id, None)
-            metrics.RECORDINGS_ACTIVE.set(len(self._active))
+            self._forget(facts.recording_id)
+
+    async def _resume(self, rec: _Recording) -> None:
+        facts = rec.facts
+        try:
+            await self._until_end(rec)
+            started = facts.started_at if facts.started_at is not None else facts.answered_at
+            await self._finalise(rec, self._dir / facts.file_path, started, self._bound(facts))
+        finally:
+            self._forget(facts.recording_id)
+
+    def _forget(self, recording_id: uuid.UUID) -> None:
+        self._active.pop(recording_id, None)
+        metrics.RECORDINGS_ACTIVE.set(len(self._active))
+
+    async def _until_end(self, rec: _Recording) -> None:
+        if not rec.finished.is_set():
+            await _first(rec.stopped, rec.finished)
+            if not rec.finished.is_set():
+                # Closes the file at the hangup itself rather than when the channel is freed.
+                with contextlib.suppress(AmiError, AmiUnavailable, ValueError):
+                    await self._mixer.stop_mix_monitor(rec.facts.channel_name)
+        await rec.finished.wait()
 
     async def _start_mixmonitor(
         self, rec: _Recording, path: Path, bound: structlog.BoundLogger
     ) -> float | None:
         """Returns when MixMonitor was accepted, or ``None`` if it surely was not."""
-        cmd = rec.start
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        facts = rec.facts
         while not self._mixer.connected:
             # Not sent yet, so waiting for AMI and sending then cannot record twice.
             await _first_of(self._mixer.wait_connected(), rec.finished.wait())
             if rec.finished.is_set():
                 bound.error("call ended before AMI was back: not recorded")
-                metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="ami_down").inc()
+                metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="ami_down").inc()
                 return None
         try:
-            await self._mixer.mix_monitor(cmd.channel_name, str(path), command=f"touch {path}{MARKER_SUFFIX}")
-        except AmiError as exc:
-            bound.error("mixmonitor refused", message=exc.message[:200])
-            metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="mixmonitor_refused").inc()
+            await self._mixer.mix_monitor(
+                facts.channel_name, str(path), command=f"touch {path}{MARKER_SUFFIX}"
+            )
+        except (AmiError, ValueError) as exc:
+            bound.error("mixmonitor refused", message=str(exc)[:200])
+            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="mixmonitor_refused").inc()
             return None
         except AmiUnavailable:
             # The action may have run: never send it again (a second MixMonitor on the same
             # file would corrupt it). Whether a file appears decides at the end.
             bound.warning("mixmonitor answer lost; the file will tell")
         now = self._clock()
-        metrics.RECORDINGS_STARTED.labels(register=cmd.register).inc()
-        metrics.ANSWER_TO_MIXMONITOR.observe(max(now - cmd.answered_at, 0.0))
-        bound.info("recording started", channel=cmd.channel_id)
+        metrics.RECORDINGS_STARTED.labels(register=facts.register).inc()
+        metrics.ANSWER_TO_MIXMONITOR.observe(max(now - facts.answered_at, 0.0))
+        bound.info("recording started", channel=facts.channel_id)
         return now
 
     async def _finalise(
         self, rec: _Recording, path: Path, started_at: float, bound: structlog.BoundLogger
     ) -> None:
-        cmd, fin = rec.start, rec.finish
+        facts, fin = rec.facts, rec.finish
         assert fin is not None
         marker = path.with_name(path.name + MARKER_SUFFIX)
-        closed = await self._wait_for(marker)
+        # After an Asterisk restart no MixMonitor survives to leave a marker: the file is as
+        # the crash left it. Otherwise wait for Asterisk to close it.
+        closed = await asyncio.to_thread(marker.exists) if fin.interrupted else await self._wait_for(marker)
         try:
             size, sha = await asyncio.to_thread(file_digest, path)
         except FileNotFoundError:
             bound.error("mixmonitor wrote no file")
-            metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="no_file").inc()
+            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="no_file").inc()
+            await self._pending.forget(facts.recording_id)
             return
-        if not closed:
+        if not closed and not fin.interrupted:
             bound.warning("file not confirmed closed in time; hashed as it is")
-            metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="close_unconfirmed").inc()
-        ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
-        register = self._registers[cmd.register]
+            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="close_unconfirmed").inc()
+        if fin.missed_end:
+            # The end was not seen: the file's last write is the best evidence of it.
+            ended_at = (
+                await asyncio.to_thread(_mtime, marker)
+                or await asyncio.to_thread(_mtime, path)
+                or fin.ended_at
+            )
+            metrics.RECORDINGS_RECOVERED.labels(
+                register=facts.register, interrupted=str(fin.interrupted).lower()
+            ).inc()
+        else:
+            ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
         row = RecordingRow(
-            id=cmd.recording_id,
-            call_id=cmd.call_id,
-            register_name=cmd.register,
-            direction=cmd.direction,
+            id=facts.recording_id,
+            call_id=facts.call_id,
+            register_name=facts.register,
+            direction=facts.direction,
             started_at=datetime.fromtimestamp(started_at, UTC),
             ended_at=datetime.fromtimestamp(max(ended_at, started_at), UTC),
             service_number=fin.service_number,
             customer_number_masked=fin.customer_number_masked,
             customer_number_hmac=fin.customer_number_hmac,
             agent_name=fin.agent_name,
-            file_path=cmd.file_path,
+            file_path=facts.file_path,
             file_size=size,
             sha256=sha,
-            retention=register.retention.interval,
+            retention=self._retention(facts.register, bound),
             node=self._node,
+            recovered=fin.missed_end and not fin.interrupted,
+            interrupted=fin.interrupted,
         )
-        await self._write(row, bound)
+        await self._sink.put(row)
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(marker.unlink)
-        metrics.RECORDINGS_COMPLETED.labels(register=cmd.register).inc()
-        bound.info("recording stored", duration_seconds=float(row.duration_seconds), bytes=size)
+        bound.info("recording finished", duration_seconds=float(row.duration_seconds), bytes=size)
+
+    def _retention(self, register: str, bound: structlog.BoundLogger) -> str:
+        known = self._registers.get(register)
+        if known is not None:
+            return known.retention.interval
+        # The register left the config while the call was recorded: keep the row as long as
+        # the longest register would, rather than destroy it early.
+        bound.warning("register no longer configured; longest retention applied")
+        return max(self._registers.values(), key=lambda r: r.retention.approx_days).retention.interval
 
     async def _wait_for(self, marker: Path) -> bool:
         # No file-system notification is portable to every Asterisk host; the marker
@@ -257,21 +364,6 @@ class Recorder:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-
-    async def _write(self, row: RecordingRow, bound: structlog.BoundLogger) -> None:
-        delay = 0.5
-        while True:
-            t0 = time.perf_counter()
-            try:
-                await self._sink.insert_recording(row)
-            except StoreUnavailable as exc:
-                metrics.DB_WRITE_RETRIES.inc()
-                bound.warning("database write failed; retrying", error=str(exc)[:200], retry_in=delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 30.0)
-                continue
-            metrics.DB_WRITE_SECONDS.observe(time.perf_counter() - t0)
-            return
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -69,7 +69,10 @@ class Daemon:
         return self.proc.returncode
 
 
-def write_config(path: Path, asterisk: Asterisk, dsn: str, metrics_port: int) -> None:
+def write_config(
+    path: Path, asterisk: Asterisk, dsn: str, metrics_port: int, *, drain_timeout: float = 30
+) -> None:
+    state_dir = path.parent / "state"
     path.write_text(f"""
 [asterisk]
 ari_url = "{asterisk.ari_url}"
@@ -86,8 +89,9 @@ dsn = "{dsn}"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 [daemon]
-drain_timeout = 30
+drain_timeout = {drain_timeout}
 file_wait_timeout = 10
+state_dir = "{state_dir}"
 [registers.customer-service]
 direction = "inbound"
 retention = "6 months"
@@ -97,10 +101,10 @@ retention = "1 month"
 """)
 
 
-def start_daemon(tmp_path: Path, asterisk: Asterisk, dsn: str) -> Daemon:
+def start_daemon(tmp_path: Path, asterisk: Asterisk, dsn: str, *, drain_timeout: float = 30) -> Daemon:
     cfg = tmp_path / "callrec.toml"
     port = free_port()
-    write_config(cfg, asterisk, dsn, port)
+    write_config(cfg, asterisk, dsn, port, drain_timeout=drain_timeout)
     log_path = tmp_path / "daemon.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
     with log_path.open("ab") as log:

@@ -104,6 +104,7 @@ class AriClient:
         self._url = base.with_query(None).with_fragment(None)
         self._events_url = self._url / "ari" / "events"
         self._channels_url = self._url / "ari" / "channels"
+        self._info_url = self._url / "ari" / "asterisk" / "info"
         self._filter_url = self._url / "ari" / "applications" / settings.app / "eventFilter"
         self._headers = {"Authorization": aiohttp.encode_basic_auth(settings.username, settings.password)}
         self._rest_timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
@@ -179,6 +180,23 @@ class AriClient:
         if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
             raise AriUnavailable("GET /ari/channels answered something other than a list of objects")
         return channels
+
+    async def asterisk_info(self) -> dict[str, Any]:
+        """``GET /ari/asterisk/info``: its ``status.startup_time`` tells a reconnect after an
+        Asterisk restart (every channel cut) from one after a network blip."""
+        session = self._session
+        if session is None or not self._up.is_set():
+            raise AriUnavailable("ari is not connected")
+        status, body = await self._request(session, "GET", self._info_url)
+        if status != 200:
+            raise AriUnavailable(f"GET /ari/asterisk/info answered HTTP {status}")
+        try:
+            info = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise AriUnavailable("GET /ari/asterisk/info answered invalid JSON") from exc
+        if not isinstance(info, dict):
+            raise AriUnavailable("GET /ari/asterisk/info answered something other than an object")
+        return info
 
     # -- connection ---------------------------------------------------------------------------
 
