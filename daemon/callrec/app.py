@@ -21,7 +21,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from callrec import __version__, metrics, sdnotify
 from callrec.asterisk.ami import AmiClient, AmiSettings
-from callrec.asterisk.ari import AriClient, AriSettings
+from callrec.asterisk.ari import AriClient, AriSettings, AriUnavailable
 from callrec.calls import EVENT_TYPES, CallTracker, MalformedEvent, parse_channel, parse_event
 from callrec.config import Settings
 from callrec.journal import Journal, PendingRecording
@@ -69,8 +69,21 @@ class App:
     async def on_connect(self) -> None:
         """Asterisk keeps no events for a disconnected client: rebuild from the channel list.
 
-        Runs after every (re)connect of the events websocket, before any event is delivered.
+        Runs after every (re)connect of the events websocket; the ARI client holds the
+        events that arrive meanwhile and delivers them after it, in order.
         """
+        delay = 0.2
+        for attempt in range(5):
+            try:
+                await self._reconcile()
+                return
+            except AriUnavailable as exc:
+                log.warning("reconciliation failed; retrying", error=str(exc)[:200], attempt=attempt + 1)
+                await asyncio.sleep(delay)
+                delay *= 2
+        await self._reconcile()  # the last failure propagates: logged and counted by the client
+
+    async def _reconcile(self) -> None:
         assert self.recorder is not None
         info = await self.ari.asterisk_info()
         status = info.get("status")

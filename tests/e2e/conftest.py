@@ -70,9 +70,15 @@ class Daemon:
 
 
 def write_config(
-    path: Path, asterisk: Asterisk, dsn: str, metrics_port: int, *, drain_timeout: float = 30
+    path: Path,
+    asterisk: Asterisk,
+    dsn: str,
+    metrics_port: int,
+    *,
+    drain_timeout: float = 30,
+    state_dir: Path | None = None,
 ) -> None:
-    state_dir = path.parent / "state"
+    state_dir = state_dir or path.parent / "state"
     path.write_text(f"""
 [asterisk]
 ari_url = "{asterisk.ari_url}"
@@ -101,10 +107,19 @@ retention = "1 month"
 """)
 
 
-def start_daemon(tmp_path: Path, asterisk: Asterisk, dsn: str, *, drain_timeout: float = 30) -> Daemon:
+def start_daemon(
+    tmp_path: Path,
+    asterisk: Asterisk,
+    dsn: str,
+    *,
+    drain_timeout: float = 30,
+    state_dir: Path | None = None,
+) -> Daemon:
+    """Run ``callrec run`` as a process with its config and log in ``tmp_path``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "callrec.toml"
     port = free_port()
-    write_config(cfg, asterisk, dsn, port, drain_timeout=drain_timeout)
+    write_config(cfg, asterisk, dsn, port, drain_timeout=drain_timeout, state_dir=state_dir)
     log_path = tmp_path / "daemon.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
     with log_path.open("ab") as log:

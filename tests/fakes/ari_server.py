@@ -25,8 +25,9 @@ Event = dict[str, Any] | str | bytes
 
 
 class FakeAri:
-    """ARI on a free port: ``/ari/events`` (websocket), ``GET /ari/channels`` and
-    ``PUT /ari/applications/{app}/eventFilter``, with Basic authentication like Asterisk."""
+    """ARI on a free port: ``/ari/events`` (websocket), ``GET /ari/channels``,
+    ``GET /ari/asterisk/info`` and ``PUT /ari/applications/{app}/eventFilter``, with Basic
+    authentication like Asterisk."""
 
     def __init__(self, username: str = "callrec", password: str = "p", app: str = "callrec") -> None:
         self.username = username
@@ -39,6 +40,8 @@ class FakeAri:
         """Every websocket connect attempt: ``query``, ``headers``, ``url`` and the ``status`` answered."""
         self.channels: list[dict[str, Any]] = []
         """Served by ``GET /ari/channels``."""
+        self.startup_time = "2026-11-22T10:00:00.000+0000"
+        """``status.startup_time`` in ``GET /ari/asterisk/info``; change it to play an Asterisk restart."""
         self.event_filters: list[Any] = []
         """Bodies of every eventFilter PUT, including refused ones."""
         self.event_filter_status = 200
@@ -59,6 +62,7 @@ class FakeAri:
         app = web.Application()
         app.router.add_get("/ari/events", self._events)
         app.router.add_get("/ari/channels", self._channels)
+        app.router.add_get("/ari/asterisk/info", self._asterisk_info)
         app.router.add_put("/ari/applications/{app}/eventFilter", self._event_filter)
         # A short shutdown_timeout: a stalled handler must not hold a test for aiohttp's 60 s.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -163,6 +167,16 @@ class FakeAri:
         if refusal is not None:
             return refusal
         return web.Response(body=orjson.dumps(self.channels), content_type="application/json")
+
+    async def _asterisk_info(self, request: web.Request) -> web.StreamResponse:
+        refusal = await self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
+        info = {
+            "system": {"version": "22.10.0", "entity_id": "fa:ke:00:00:00:01"},
+            "status": {"startup_time": self.startup_time, "last_reload_time": self.startup_time},
+        }
+        return web.Response(body=orjson.dumps(info), content_type="application/json")
 
     async def _event_filter(self, request: web.Request) -> web.StreamResponse:
         refusal = await self._rest_refusal(request)

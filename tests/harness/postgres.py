@@ -84,6 +84,25 @@ class Cluster:
             capture_output=True,
         )
 
+    def resume(self) -> None:
+        """Start the server again after ``stop()`` (an outage ends)."""
+        opts = f"-p {self.port} -h {self.host} -k {self.base} -c fsync=off"
+        subprocess.run(
+            self._as_owner(
+                str(pg_bindir() / "pg_ctl"),
+                "-D",
+                str(self.base / "data"),
+                "-l",
+                str(self.base / "log"),
+                "-o",
+                opts,
+                "-w",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
+        )
+
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
             self._as_owner(

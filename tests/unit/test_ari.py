@@ -108,7 +108,7 @@ async def running(
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await within(task)
 
 
 @pytest.fixture
@@ -157,7 +157,11 @@ async def test_events_wait_for_on_connect_while_the_socket_is_drained(fake: Fake
     # read during a slow on_connect; events must still reach on_event only after it, in order.
     consumer = Consumer()
     release = asyncio.Event()
-    consumer.on_connect_hook = release.wait
+
+    async def slow_reconcile() -> None:
+        await release.wait()
+
+    consumer.on_connect_hook = slow_reconcile
     padding = "x" * 4000
     count = 5000  # 20 MB: more than loopback socket buffers hold
     async with running(AriClient(settings(fake.url)), consumer):
@@ -371,6 +375,19 @@ async def test_channels_returns_the_servers_list_and_maps_failures(fake: FakeAri
             await client.channels()
 
 
+async def test_asterisk_info_reports_the_startup_time(fake: FakeAri) -> None:
+    client = AriClient(settings(fake.url))
+    consumer = Consumer()
+    async with running(client, consumer):
+        await consumer.next_connect()
+        assert (await client.asterisk_info())["status"]["startup_time"] == fake.startup_time
+        fake.startup_time = "2026-11-22T11:00:00.000+0000"  # Asterisk restarted
+        assert (await client.asterisk_info())["status"]["startup_time"] == fake.startup_time
+        fake.rest_status = 503
+        with pytest.raises(AriUnavailable, match="503"):
+            await client.asterisk_info()
+
+
 async def test_channels_raises_when_the_server_is_gone() -> None:
     consumer = Consumer()
     async with FakeAri(password=PASSWORD) as server:
@@ -445,7 +462,7 @@ async def test_cancel_closes_everything(fake: FakeAri, phase: str) -> None:
     assert session is not None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await within(task)
     assert session.closed
     assert not client.connected
     assert gauge() == 0

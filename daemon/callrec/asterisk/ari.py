@@ -165,18 +165,7 @@ class AriClient:
 
     async def channels(self) -> list[dict[str, Any]]:
         """``GET /ari/channels``: every live channel, for reconciling after a (re)connect."""
-        session = self._session
-        if session is None or not self._up.is_set():
-            raise AriUnavailable("ari is not connected")
-        status, body = await self._request(session, "GET", self._channels_url)
-        if status == 401:
-            raise AriAuthError("GET /ari/channels: authentication refused")
-        if status != 200:
-            raise AriUnavailable(f"GET /ari/channels answered HTTP {status}")
-        try:
-            channels = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise AriUnavailable("GET /ari/channels answered invalid JSON") from exc
+        channels = await self._get_json(self._channels_url)
         if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
             raise AriUnavailable("GET /ari/channels answered something other than a list of objects")
         return channels
@@ -184,19 +173,24 @@ class AriClient:
     async def asterisk_info(self) -> dict[str, Any]:
         """``GET /ari/asterisk/info``: its ``status.startup_time`` tells a reconnect after an
         Asterisk restart (every channel cut) from one after a network blip."""
-        session = self._session
-        if session is None or not self._up.is_set():
-            raise AriUnavailable("ari is not connected")
-        status, body = await self._request(session, "GET", self._info_url)
-        if status != 200:
-            raise AriUnavailable(f"GET /ari/asterisk/info answered HTTP {status}")
-        try:
-            info = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise AriUnavailable("GET /ari/asterisk/info answered invalid JSON") from exc
+        info = await self._get_json(self._info_url)
         if not isinstance(info, dict):
             raise AriUnavailable("GET /ari/asterisk/info answered something other than an object")
         return info
+
+    async def _get_json(self, url: URL) -> Any:
+        session = self._session
+        if session is None or not self._up.is_set():
+            raise AriUnavailable("ari is not connected")
+        status, body = await self._request(session, "GET", url)
+        if status == 401:
+            raise AriAuthError(f"GET {url.path}: authentication refused")
+        if status != 200:
+            raise AriUnavailable(f"GET {url.path} answered HTTP {status}")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise AriUnavailable(f"GET {url.path} answered invalid JSON") from exc
 
     # -- connection ---------------------------------------------------------------------------
 
