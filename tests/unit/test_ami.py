@@ -436,3 +436,19 @@ async def test_cancelling_run_closes_the_socket_and_fails_pending_actions(fake: 
     assert not client.connected
     assert metrics.REGISTRY.get_sample_value("callrec_connection_up", {"connection": "ami"}) == 0
     await within(2, fake.wait_for(lambda: fake.clients == 0))
+
+
+async def test_unanswered_keepalive_forces_a_reconnect(fake: FakeAmi) -> None:
+    # A peer that stopped answering without closing the socket (a vanished host).
+    fake.on("Ping", lambda action: None)
+    async with running(fake, keepalive_interval=0.05, action_timeout=0.1) as client:
+        await fake.wait_for(lambda: fake.connections >= 2)
+        await client.wait_connected()
+    assert len(fake.actions_named("Ping")) >= 1
+
+
+async def test_answered_keepalive_keeps_the_connection(fake: FakeAmi) -> None:
+    async with running(fake, keepalive_interval=0.02) as client:
+        await fake.wait_for(lambda: len(fake.actions_named("Ping")) >= 5)
+        assert client.connected
+    assert fake.connections == 1

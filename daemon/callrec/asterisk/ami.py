@@ -71,6 +71,9 @@ class AmiSettings:
     """Cap of the reconnect delay."""
     max_frame_bytes: int = 65536
     """Frames longer than this are skipped, so a runaway peer cannot grow our memory."""
+    keepalive_interval: float = 20.0
+    """Seconds between Pings; an unanswered Ping means a dead peer (a host that vanished
+    without closing the socket) and forces a reconnect."""
 
 
 class ParsedFrame(NamedTuple):
@@ -207,8 +210,14 @@ class AmiClient:
             self._attempt = 0
             metrics.CONNECTION_UP.labels(connection="ami").set(1)
             log.info("ami connected", host=s.host, port=s.port)
-            while True:
-                self._dispatch(await self._read_frame(reader))
+            pinger = asyncio.create_task(self._keepalive(writer), name="ami-keepalive")
+            try:
+                while True:
+                    self._dispatch(await self._read_frame(reader))
+            finally:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
         finally:
             self._writer = None
             self._logged_in.clear()
@@ -222,6 +231,18 @@ class AmiClient:
             writer.transport.abort()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    async def _keepalive(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await asyncio.sleep(self._settings.keepalive_interval)
+            try:
+                await self.action("Ping", {})
+            except AmiUnavailable:
+                log.warning("ami keepalive unanswered; reconnecting", host=self._settings.host)
+                writer.transport.abort()  # the read loop ends and run() reconnects
+                return
+            except AmiError:
+                pass  # an answer, even a refusal, proves the peer is alive
 
     async def _login(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = self._settings
