@@ -1,0 +1,114 @@
+"""The durable journal: survives reopening, moves rows atomically, group-commits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from callrec.journal import Journal, PendingRecording
+from callrec.store import RecordingRow
+
+
+def facts(n: int = 0) -> PendingRecording:
+    return PendingRecording(
+        recording_id=uuid.UUID(int=n + 1),
+        call_id=f"1795.{n}",
+        register="customer-service",
+        direction="inbound",
+        channel_id=f"c{n}",
+        channel_name=f"PJSIP/t-{n}",
+        file_path=f"2026/11/22/{n}.wav",
+        answered_at=1.5,
+        service_number="0300",
+        customer_number_masked="+358401234***",
+        customer_number_hmac=None,
+        agent_name=None,
+    )
+
+
+def row(n: int = 0) -> RecordingRow:
+    t = datetime(2026, 11, 22, tzinfo=UTC)
+    return RecordingRow(
+        id=uuid.UUID(int=n + 1),
+        call_id=f"1795.{n}",
+        register_name="customer-service",
+        direction="inbound",
+        started_at=t,
+        ended_at=t,
+        service_number="0300",
+        customer_number_masked="+358401234***",
+        customer_number_hmac=None,
+        agent_name="alice",
+        file_path=f"2026/11/22/{n}.wav",
+        file_size=10,
+        sha256="0" * 64,
+        retention="1 months",
+        node="pbx1",
+        recovered=True,
+    )
+
+
+async def test_pending_and_outbox_survive_a_reopen(tmp_path: Path) -> None:
+    j = await Journal.open(tmp_path)
+    await j.begin(facts(0))
+    await j.begin(facts(1))
+    await j.complete(row(1))
+    await j.close()
+    j = await Journal.open(tmp_path)
+    try:
+        assert await j.pending() == [facts(0)]
+        ((seq, got),) = await j.oldest(10)
+        assert got == row(1)
+        await j.delivered(seq)
+        assert await j.depth() == 0
+    finally:
+        await j.close()
+
+
+async def test_rows_come_out_in_order_and_reject_keeps_them_aside(tmp_path: Path) -> None:
+    j = await Journal.open(tmp_path)
+    try:
+        for n in range(5):
+            await j.complete(row(n))
+        entries = await j.oldest(10)
+        assert [r.id.int for _, r in entries] == [1, 2, 3, 4, 5]
+        await j.reject(entries[0][0], entries[0][1], "CheckViolationError")
+        assert await j.depth() == 4
+        kept = j.db.execute("SELECT reason FROM rejected").fetchall()
+        assert kept == [("CheckViolationError",)]
+    finally:
+        await j.close()
+
+
+async def test_concurrent_writes_are_group_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = await Journal.open(tmp_path)
+    commits = 0
+    apply = j._apply
+
+    def counting(groups: list) -> None:  # type: ignore[type-arg]
+        nonlocal commits
+        commits += 1
+        apply(groups)
+
+    monkeypatch.setattr(j, "_apply", counting)
+    try:
+        await asyncio.gather(*(j.begin(facts(n)) for n in range(50)))
+        assert len(await j.pending()) == 50
+        assert commits < 50, "each write paid its own fsync"
+    finally:
+        await j.close()
+
+
+async def test_a_failed_batch_fails_its_writers_and_the_journal_goes_on(tmp_path: Path) -> None:
+    j = await Journal.open(tmp_path)
+    try:
+        with pytest.raises(Exception, match="no such table"):
+            await j._write(("INSERT INTO nowhere VALUES (1)", ()))
+        await j.begin(facts(3))
+        assert [p.recording_id for p in await j.pending()] == [facts(3).recording_id]
+    finally:
+        await j.close()
