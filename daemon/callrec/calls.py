@@ -260,7 +260,7 @@ class CallTracker:
                 self._destroy(chan, now, out)
             return out
         if chan is None:
-            chan = self._adopt(snap, out)
+            chan = self._track(snap, out)
         chan.state = snap.state
         chan.name = snap.name
         call = chan.call
@@ -298,14 +298,14 @@ class CallTracker:
     def adopt(self, event: ChannelEvent, recording_id: uuid.UUID, register: str) -> None:
         """A recording a previous run of the daemon started on this live channel: track it
         as ours, so the call is not recorded a second time and gets its row at the end."""
-        chan = self._channels.get(event.channel.id) or self._adopt(event.channel, [])
+        chan = self._channels.get(event.channel.id) or self._track(event.channel, [])
         call = chan.call
         call.register = self._registers.get(register, call.register)
         call.anchor = chan
         call.recording = recording_id
         call.recorded_channel = chan.id
 
-    def _adopt(self, snap: ChannelSnapshot, out: list[Command]) -> _Channel:
+    def _track(self, snap: ChannelSnapshot, out: list[Command]) -> _Channel:
         call_id = snap.linkedid
         if call_id is None:
             # Without linkedid the channels of a call cannot be grouped; recording each one
