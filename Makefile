@@ -15,6 +15,11 @@ test: deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -p no:cacheprovider -q
 
+# Every benchmark in bench/, reduced (--quick), one after another on this machine: JSON lines
+# and a summary table in bench/out/ (bench/README.md). BENCH_FLAGS=--full for the long runs.
+bench: deps
+	$(PY) bench/summary.py $(BENCH_FLAGS)
+
 deps: $(VENV)/.installed
 	@tests/harness/asterisk-root.sh
 

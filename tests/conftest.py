@@ -4,10 +4,12 @@ test through pytest-postgresql, migrated from sql/) and the log of structlog out
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+import structlog
 from pytest_postgresql import factories
 
 from callrec.store import migrate
@@ -35,3 +37,14 @@ postgresql = factories.postgresql("postgresql_proc")
 def db_dsn(postgresql: psycopg.Connection) -> str:
     info = postgresql.info
     return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test that runs ``cli.main`` in-process points logging at pytest's captured stdout,
+    which is closed after that test: undo it, so no later test writes to a closed file."""
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h).__name__ == "_StdlibHandler"]:
+        root.removeHandler(handler)

@@ -15,19 +15,24 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from callrec import __version__, metrics, sdnotify
+from callrec.agi import AgiServer
+from callrec.api import build_api
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings, AriUnavailable
-from callrec.calls import EVENT_TYPES, CallTracker, MalformedEvent, parse_channel, parse_event
+from callrec.calls import EVENT_TYPES, CallTracker, MalformedEvent, irrelevant_raw, parse_channel, parse_event
+from callrec.closewatch import CloseWatch
 from callrec.config import Settings
 from callrec.journal import Journal, PendingRecording
 from callrec.outbox import Outbox
 from callrec.recorder import Recorder, free_bytes
-from callrec.store import Store, StoreUnavailable
+from callrec.retention import Sweeper
+from callrec.store import TRANSIENT_ERRORS, Store, StoreUnavailable
 
 log = structlog.get_logger("callrec.app")
 
@@ -40,16 +45,25 @@ class App:
         ast = settings.asterisk
         self.ami = AmiClient(AmiSettings(ast.ami_host, ast.ami_port, ast.ami_username, ast.ami_secret))
         self.ari = AriClient(
-            AriSettings(ast.ari_url, ast.ari_username, ast.ari_password, ast.ari_app, event_types=EVENT_TYPES)
+            AriSettings(
+                ast.ari_url,
+                ast.ari_username,
+                ast.ari_password,
+                ast.ari_app,
+                event_types=EVENT_TYPES,
+                skip_raw=irrelevant_raw,
+            )
         )
         self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
+        self.closes: CloseWatch | None = None
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runners: list[web.AppRunner] = []
+        self._api_pool: asyncpg.Pool | None = None
         self._pending_at_start: list[PendingRecording] | None = None
         self._asterisk_started: str | None = None
 
@@ -133,15 +147,19 @@ class App:
     async def startup(self) -> None:
         s = self.settings
         metrics.BUILD_INFO.info({"version": __version__})
-        for name in ("ari", "ami", "database"):
-            metrics.CONNECTION_UP.labels(connection=name).set(0)
+        metrics.init_series(s.registers, s.retention_interval)
         await self._serve(self._metrics_app(), s.metrics_listen)
+        if s.api_listen is not None:
+            # Its own small pool: a slow export or search never holds up writing rows.
+            self._api_pool = await self._api_database()
+            await self._serve(build_api(self._api_pool, s), s.api_listen)
         self.journal = await Journal.open(s.state_dir)
         self._pending_at_start = await self.journal.pending()
         if self._pending_at_start:
             log.info("recordings left by the previous run", count=len(self._pending_at_start))
         self.store = await self._connect_store()
         self.outbox = Outbox(self.journal, self.store)
+        self.closes = CloseWatch.open()  # None off Linux: MixMonitor leaves a marker instead
         self.recorder = Recorder(
             self.ami,
             self.journal,
@@ -150,10 +168,15 @@ class App:
             s.asterisk.recordings_dir,
             file_wait_timeout=s.file_wait_timeout,
             node=s.node,
+            closes=self.closes,
         )
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.ami.run(), "ami")
         self._spawn(self.ari.run(self.on_event, self.on_connect), "ari")
+        if s.agi_listen is not None:
+            # AGI mode, beside the event mode: the dialplan asks for recording and waits for it.
+            self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder).run(), "agi")
+        self._spawn(Sweeper(self.store.pool, s).run_forever(), "retention")
         self._spawn(self._gauges(), "gauges")
         # READY only once every connection is up (systemd Type=notify).
         waits: asyncio.Future[Any] = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())
@@ -189,8 +212,24 @@ class App:
         app.router.add_get("/metrics", make_aiohttp_handler(metrics.REGISTRY))
         return app
 
+    async def _api_database(self) -> asyncpg.Pool:
+        delay = 0.5
+        while True:
+            try:
+                return await asyncpg.create_pool(
+                    self.settings.database_dsn, min_size=1, max_size=4, command_timeout=30
+                )
+            except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("database unreachable for the api; retrying", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                raise asyncio.CancelledError
+            delay = min(delay * 2, 10.0)
+
     async def _serve(self, app: web.Application, listen: tuple[str, int]) -> None:
-        runner = web.AppRunner(app, access_log=None)
+        # access_log=None: the API's middleware logs each request once, without tokens.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1]).start()
@@ -243,8 +282,12 @@ class App:
             await self.store.close()
         if self.journal is not None:
             await self.journal.close()
+        if self.closes is not None:
+            self.closes.close()
         for runner in self._runners:
             await runner.cleanup()
+        if self._api_pool is not None:
+            await self._api_pool.close()
         log.info("callrec stopped")
 
     async def run(self) -> None:

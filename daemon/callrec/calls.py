@@ -50,6 +50,25 @@ _KINDS: Mapping[str, EventKind] = {
 # The event types the tracker reads; the ARI client asks Asterisk for no others (eventFilter).
 EVENT_TYPES = tuple(_KINDS)
 
+# ChannelVarset is most of what is left: of about 41 per inbound call, 36 are the variables of
+# Dial, Playback and the bridge (DIALSTATUS, BRIDGEPEER, ...), which the tracker ignores and
+# which carry nothing new (a snapshot only changes with the events of the other types). The
+# eventFilter goes by type only, so these are dropped before decoding. Asterisk 22's compact
+# JSON (ari.conf pretty = no) starts a ChannelVarset with the variable's name:
+# {"variable":"NAME","value":...,"type":"ChannelVarset",...}; any other shape is decoded.
+_VARSET_START = b'{"variable":"'
+_VARSET_TYPE = b'"type":"ChannelVarset"'
+_CONTRACT_PREFIX = b"CALLREC_"
+
+
+def irrelevant_raw(raw: bytes) -> bool:
+    """True for a raw ARI event the tracker certainly ignores: a ChannelVarset of a
+    variable outside the dialplan contract. Cheap enough to run on every event."""
+    if not raw.startswith(_VARSET_START):
+        return False
+    name = raw[len(_VARSET_START) : len(_VARSET_START) + 40].lstrip(b"_")
+    return not name.startswith(_CONTRACT_PREFIX) and _VARSET_TYPE in raw
+
 
 class MalformedEvent(ValueError):
     """An ARI event that does not have the shape Asterisk documents. Text has no payload."""
@@ -99,17 +118,22 @@ def _channel(obj: Any) -> ChannelSnapshot:
 
 
 def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:
-    """An ARI event as the tracker sees it; ``None`` for event types it does not use."""
+    """An ARI event as the tracker sees it; ``None`` for events it does not use."""
     kind = _KINDS.get(obj.get("type"))  # type: ignore[arg-type]
     if kind is None:
         return None
-    channel = _channel(obj.get("channel"))
     if kind == "varset":
         var, val = obj.get("variable"), obj.get("value")
+        if isinstance(var, str) and var.lstrip("_") not in CONTRACT_VARS:
+            # Half of a call's events set other variables (DIALSTATUS, BRIDGEPEER, ...). Their
+            # snapshots hold nothing new: state, caller ID and the contract variables each come
+            # with events of their own. Skipping them early halves the tracker's work.
+            return None
+        channel = _channel(obj.get("channel"))
         if not isinstance(var, str) or not isinstance(val, str):
             raise MalformedEvent("ChannelVarset lacks variable or value")
         return ChannelEvent(kind, channel, var.lstrip("_"), val)
-    return ChannelEvent(kind, channel)
+    return ChannelEvent(kind, _channel(obj.get("channel")))
 
 
 def parse_channel(obj: Any) -> ChannelEvent:
@@ -305,6 +329,44 @@ class CallTracker:
         call.recording = recording_id
         call.recorded_channel = chan.id
 
+    def claim(self, snap: ChannelSnapshot, now: float) -> list[Command]:
+        """AGI mode: the channel's own dialplan asks for recording now, and waits for it.
+
+        The register rule is the event mode's: the channel must carry ``CALLREC_REGISTER``
+        naming a configured register. Then, unless the call already has a recording, the
+        answer is a ``StartRecording`` of *this* channel (AGI runs MixMonitor on the channel
+        that called it), and the call counts as recorded from here on, so the event mode
+        never starts a second MixMonitor. An inbound call is claimed wherever the AGI is in
+        the dialplan (its place marks the answer); an outbound one only once the customer
+        answered, as in the event mode, so the ringing is never recorded."""
+        out: list[Command] = []
+        chan = self._channels.get(snap.id) or self._track(snap, out)
+        chan.state = snap.state
+        chan.name = snap.name
+        for var, val in snap.vars.items():
+            self._set_var(chan, var, val, out)
+        call = chan.call
+        if call.agent is None:
+            self._note_answered_agent(chan)
+        register = call.register
+        if (
+            call.recording is not None
+            or register is None
+            or self._registers.get(snap.vars.get(VAR_REGISTER, "")) is None
+        ):
+            return out
+        if register.direction == "outbound" and not self._answered(call, call.anchor or chan):
+            return out
+        call.anchor = chan
+        call.customer_from_caller = self._customer(snap.caller_number)
+        self._start(call, chan, register, now, out)
+        return out
+
+    def recording_of(self, channel_id: str) -> uuid.UUID | None:
+        """The recording of the call this channel belongs to, if it has one."""
+        chan = self._channels.get(channel_id)
+        return chan.call.recording if chan is not None else None
+
     def _track(self, snap: ChannelSnapshot, out: list[Command]) -> _Channel:
         call_id = snap.linkedid
         if call_id is None:
@@ -369,15 +431,19 @@ class CallTracker:
         anchor, register = call.anchor, call.register
         if anchor is None or register is None:
             return
-        if register.direction == "inbound":
-            answered = anchor.state == "Up"
-        else:
-            twin = _local_twin(anchor.name)
-            answered = any(
-                c.state == "Up" and c is not anchor and c.name != twin for c in call.channels.values()
-            )
-        if not answered:
-            return
+        inbound = register.direction == "inbound"
+        if anchor.state == "Up" if inbound else self._answered(call, anchor):
+            self._start(call, anchor, register, now, out)
+
+    @staticmethod
+    def _answered(call: _Call, anchor: _Channel) -> bool:
+        """Outbound: some channel of the call other than the agent's own leg is Up."""
+        twin = _local_twin(anchor.name)
+        return any(c.state == "Up" and c is not anchor and c.name != twin for c in call.channels.values())
+
+    def _start(
+        self, call: _Call, anchor: _Channel, register: Register, now: float, out: list[Command]
+    ) -> None:
         rid = self._new_id()
         customer = call.customer_explicit or call.customer_from_caller
         call.recording = rid

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from callrec import __version__, config, logs
+from callrec import __version__, check, config, logs, people, retention
 from callrec.config import Settings
 
 EXIT_CONFIG = 2
@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(sub, common)
+    check.add_commands(sub, common)
+    people.add_commands(sub, common)  # users, audit
+    retention.add_commands(sub, common)  # retention, hold, release, erase
     return p
 
 

@@ -110,6 +110,8 @@ class Settings:
     """The access API and web page; ``None`` disables them."""
     number_hmac_key: bytes | None = field(default=None, repr=False)
     """Keyed HMAC of the full customer number for exact data-subject matches; never stored."""
+    agi_listen: tuple[str, int] | None = None
+    """FastAGI endpoint for AGI mode (recording starts before the call goes on); ``None``: off."""
 
 
 _DURATION = re.compile(r"^\s*([1-9][0-9]{0,6})\s+(second|minute|hour|day|week)s?\s*$")
@@ -265,6 +267,11 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         api_listen = None
     api.refuse_unknown()
 
+    agi = top.table("agi")
+    # Off unless asked for: FastAGI has no authentication, so bind it to loopback.
+    agi_listen = _listen(agi, "listen", "127.0.0.1:4573") if "listen" in agi.data else None
+    agi.refuse_unknown()
+
     priv = top.table("privacy")
     number_hmac_key: bytes | None = None
     if "number_hmac_key_file" in priv.data:
@@ -315,6 +322,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         retention_batch=retention_batch,
         api_listen=api_listen,
         number_hmac_key=number_hmac_key,
+        agi_listen=agi_listen,
     )
 
 

@@ -3,6 +3,8 @@ names, reason codes): never a phone number or any free-form caller string."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -98,3 +100,64 @@ DISK_LOW = Gauge(
     "1 while free space in recordings_dir is below [daemon] disk_low_bytes.",
     registry=REGISTRY,
 )
+API_REQUESTS = Counter(
+    "callrec_api_requests_total",
+    "Access API and web page requests, by audit action and outcome (ok, denied, not_found, ...).",
+    ["action", "outcome"],  # both closed sets: route actions and audit outcomes
+    registry=REGISTRY,
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "callrec_audit_write_failures_total",
+    "Audit rows that could not be written; each one refused an access.",
+    registry=REGISTRY,
+)
+
+# --- retention (issue 3) ---------------------------------------------------------------------
+RETENTION_DESTROYED = Counter(
+    "callrec_retention_destroyed_total",
+    "Recordings destroyed, and orphan audio files.",
+    ["reason"],  # retention | erasure | orphan
+    registry=REGISTRY,
+)
+RETENTION_DESTROYED_BYTES = Counter(
+    "callrec_retention_destroyed_bytes_total",
+    "Bytes of the recordings destroyed (registered size; an orphan's size on disk).",
+    ["reason"],
+    registry=REGISTRY,
+)
+RETENTION_ERRORS = Counter(
+    "callrec_retention_errors_total",
+    "Retention passes that failed, and files that could not be deleted (retried next pass).",
+    registry=REGISTRY,
+)
+RETENTION_LAST_PASS_SECONDS = Gauge(
+    "callrec_retention_last_pass_seconds",
+    "Duration of the last retention pass.",
+    registry=REGISTRY,
+)
+RETENTION_LAST_SUCCESS = Gauge(
+    "callrec_retention_last_success_timestamp_seconds",
+    "When the last retention pass finished without any error; alert when it stops moving.",
+    registry=REGISTRY,
+)
+
+# --- operations (issue 4) --------------------------------------------------------------------
+RETENTION_INTERVAL = Gauge(
+    "callrec_retention_interval_seconds",
+    "[retention] interval: seconds between two retention passes; alerts compare staleness to it.",
+    registry=REGISTRY,
+)
+
+
+def init_series(registers: Iterable[str], retention_interval: float) -> None:
+    """Create at zero the series that dashboards and alerts expect before the first call.
+
+    A labelled series exists only once it is first touched, and Prometheus' increase() cannot see
+    the step from "absent" to 1, so an idle register would show no data instead of 0 and its
+    first recording would not count in a rate."""
+    for register in registers:
+        RECORDINGS_STARTED.labels(register=register)
+        RECORDINGS_COMPLETED.labels(register=register)
+    for connection in ("ari", "ami", "database"):
+        CONNECTION_UP.labels(connection=connection)
+    RETENTION_INTERVAL.set(retention_interval)

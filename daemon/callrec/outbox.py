@@ -44,9 +44,13 @@ class Outbox:
                     self._empty.set()
                 await self._wake.wait()
                 continue
+            # One journal commit for the batch, not one fsync per row (that capped the rate):
+            # a crash in between only replays rows PostgreSQL then ignores as duplicates.
+            delivered: list[int] = []
             try:
                 for seq, row in batch:
-                    await self._deliver(seq, row)
+                    if await self._deliver(seq, row):
+                        delivered.append(seq)
                 delay = 0.5
                 metrics.CONNECTION_UP.labels(connection="database").set(1)
             except StoreUnavailable as exc:
@@ -60,8 +64,11 @@ class Outbox:
                 # A new row must not shortcut the backoff: the database is what we wait for.
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._backoff_max)
+            finally:
+                await self._journal.delivered(*delivered)
 
-    async def _deliver(self, seq: int, row: RecordingRow) -> None:
+    async def _deliver(self, seq: int, row: RecordingRow) -> bool:
+        """True once PostgreSQL has the row; False if it refused it for good (set aside)."""
         t0 = time.perf_counter()
         try:
             inserted = await self._store.insert_recording(row)
@@ -70,13 +77,14 @@ class Outbox:
             log.error(
                 "row refused by the database; kept in the journal's rejected table",
                 recording_id=str(row.id),
+                call_id=row.call_id,
+                register=row.register_name,
                 error=type(exc).__name__,
             )
             metrics.RECORDINGS_FAILED.labels(register=row.register_name, reason="row_rejected").inc()
             await self._journal.reject(seq, row, type(exc).__name__)
-            return
+            return False
         metrics.DB_WRITE_SECONDS.observe(time.perf_counter() - t0)
-        await self._journal.delivered(seq)
         if inserted:
             metrics.RECORDINGS_COMPLETED.labels(register=row.register_name).inc()
             log.info(
@@ -90,7 +98,13 @@ class Outbox:
                 interrupted=row.interrupted,
             )
         else:
-            log.info("row already stored (replay)", recording_id=str(row.id))
+            log.info(
+                "row already stored (replay)",
+                recording_id=str(row.id),
+                call_id=row.call_id,
+                register=row.register_name,
+            )
+        return True
 
     async def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the journal to be empty; True if it is."""

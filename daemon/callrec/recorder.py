@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ import structlog
 from callrec import metrics
 from callrec.asterisk.ami import AmiError, AmiUnavailable
 from callrec.calls import Command, FinishRecording, Problem, StartRecording, StopRecording
+from callrec.closewatch import CloseWatch
 from callrec.config import Register
 from callrec.journal import PendingRecording
 from callrec.store import RecordingRow
@@ -35,6 +36,10 @@ log = structlog.get_logger("callrec.recorder")
 # it leaves is the one reliable "file complete" signal: there is no MixMonitorStop event
 # for a plain hangup, and StopMixMonitor at hangup often answers "No such channel".
 MARKER_SUFFIX = ".done"
+# Where Linux inotify is there (closewatch.py), the file's own close is the signal and Asterisk
+# runs no command: its fork() per call cost the PBX more than the call itself. A recording
+# still open is written every 20 ms, so a file this many seconds quiet is closed.
+_QUIET_SECONDS = 2.0
 
 
 class Mixer(Protocol):
@@ -45,6 +50,20 @@ class Mixer(Protocol):
     async def wait_connected(self) -> None: ...
     async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None: ...
     async def stop_mix_monitor(self, channel: str) -> None: ...
+
+
+class StartRefused(Exception):
+    """MixMonitor surely did not start (raised by an ``Attach``)."""
+
+
+class AttachUnavailable(Exception):
+    """Raised by an ``Attach`` that can no longer reach the call (the AGI session is over)
+    before it asked for anything: MixMonitor is then started through AMI after all."""
+
+
+Attach = Callable[[str, str], Awaitable[None]]
+"""AGI mode: runs MixMonitor(file, command) on the call's own channel. Raises StartRefused if it
+surely did not run; any other exception leaves that open (whether a file appears decides)."""
 
 
 class PendingLog(Protocol):
@@ -67,6 +86,16 @@ class _Recording:
     finish: FinishRecording | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set with either of the two: one event to wait on, not two tasks per recording."""
+    attach: Attach | None = None
+    """AGI mode: how MixMonitor is started instead of the AMI action."""
+    attached: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """True once MixMonitor runs (or may run); False if it surely does not."""
+    closed: asyncio.Event | None = None
+    """Set when Asterisk closes the file (inotify); None: wait for the marker instead."""
+    uses_marker: bool = True
+    """MixMonitor was (or may have been) given the marker command, so delete the marker."""
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -101,8 +130,10 @@ class Recorder:
         file_wait_timeout: float = 30.0,
         node: str = "",
         clock: Callable[[], float] = time.time,
+        closes: CloseWatch | None = None,
     ) -> None:
         self._mixer = mixer
+        self._closes = closes
         self._pending = pending
         self._sink = sink
         self._registers = registers
@@ -111,6 +142,7 @@ class Recorder:
         self._node = node
         self._clock = clock
         self._active: dict[uuid.UUID, _Recording] = {}
+        self._made_dirs: set[Path] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -131,20 +163,43 @@ class Recorder:
                 if rec is not None:
                     rec.stop_at = cmd.at
                     rec.stopped.set()
+                    rec.ended.set()
             elif isinstance(cmd, FinishRecording):
                 rec = self._active.get(cmd.recording_id)
                 if rec is not None:
                     rec.finish = cmd
                     rec.finished.set()
+                    rec.ended.set()
             elif isinstance(cmd, Problem):
                 metrics.RECORDINGS_FAILED.labels(register=cmd.register or "", reason=cmd.kind).inc()
-                log.warning("call not tracked as expected", problem=cmd.kind, call_id=cmd.call_id)
+                log.warning(
+                    "call not tracked as expected",
+                    problem=cmd.kind,
+                    call_id=cmd.call_id,
+                    register=cmd.register,
+                )
 
-    def _start(self, cmd: StartRecording) -> None:
+    async def record_in_call(self, cmd: StartRecording, attach: Attach) -> bool:
+        """AGI mode: start the recording through ``attach`` (the call's dialplan waits for it);
+        True once MixMonitor runs. Stop, file and row then go as in the event mode."""
+        rec = self._start(cmd, attach)
+        return rec is not None and await asyncio.shield(rec.attached)
+
+    async def wait_attached(self, recording_id: uuid.UUID) -> bool:
+        """Wait until the MixMonitor of a recording in progress runs; False if it is not ours
+        (any more) or surely did not start."""
+        rec = self._active.get(recording_id)
+        return rec is not None and await asyncio.shield(rec.attached)
+
+    def _start(self, cmd: StartRecording, attach: Attach | None = None) -> _Recording | None:
         if not self.accepting:
-            log.warning("call answered during shutdown, left to the next start", call_id=cmd.call_id)
+            log.warning(
+                "call answered during shutdown, left to the next start",
+                call_id=cmd.call_id,
+                register=cmd.register,
+            )
             metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="shutting_down").inc()
-            return
+            return None
         facts = PendingRecording(
             recording_id=cmd.recording_id,
             call_id=cmd.call_id,
@@ -159,7 +214,9 @@ class Recorder:
             customer_number_hmac=cmd.customer_number_hmac,
             agent_name=cmd.agent_name,
         )
-        self._spawn(_Recording(facts), self._lifecycle)
+        rec = _Recording(facts, attach=attach)
+        self._spawn(rec, self._lifecycle)
+        return rec
 
     def adopt(self, facts: PendingRecording) -> None:
         """Take over a recording a previous run started on a channel that is still up."""
@@ -170,7 +227,9 @@ class Recorder:
             register=facts.register,
             recording_id=str(facts.recording_id),
         )
-        self._spawn(_Recording(facts), self._resume)
+        rec = _Recording(facts)
+        rec.attached.set_result(True)
+        self._spawn(rec, self._resume)
 
     def recover(self, facts: PendingRecording, *, interrupted: bool) -> None:
         """A recording whose call ended while no daemon watched: its row comes from the file."""
@@ -186,6 +245,8 @@ class Recorder:
             interrupted=interrupted,
         )
         rec.finished.set()
+        rec.ended.set()
+        rec.attached.set_result(False)
         self._spawn(rec, self._resume)
 
     def _spawn(self, rec: _Recording, body: Callable[[_Recording], object]) -> None:
@@ -200,7 +261,8 @@ class Recorder:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("recording task failed", error=repr(task.exception()))
+            # The task's name carries the recording id; the journal still holds the recording.
+            log.error("recording task failed", task=task.get_name(), error=type(task.exception()).__name__)
         if not self._tasks:
             self._idle.set()
 
@@ -225,20 +287,30 @@ class Recorder:
         bound = self._bound(facts)
         path = self._dir / facts.file_path
         try:
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            if path.parent not in self._made_dirs:
+                # Once per day folder: a thread hop per call would delay every MixMonitor.
+                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+                self._made_dirs = {path.parent}
+            if rec.attach is None and self._expect_close(rec, path):
+                rec.uses_marker = False
             await self._pending.begin(facts)
             started_at = await self._start_mixmonitor(rec, path, bound)
+            if not rec.attached.done():
+                rec.attached.set_result(started_at is not None)
             if started_at is None:
                 await self._pending.forget(facts.recording_id)
                 return
             await self._until_end(rec)
             await self._finalise(rec, path, started_at, bound)
         finally:
+            if not rec.attached.done():
+                rec.attached.set_result(False)
             self._forget(facts.recording_id)
 
     async def _resume(self, rec: _Recording) -> None:
         facts = rec.facts
         try:
+            self._expect_close(rec, self._dir / facts.file_path)
             await self._until_end(rec)
             started = facts.started_at if facts.started_at is not None else facts.answered_at
             await self._finalise(rec, self._dir / facts.file_path, started, self._bound(facts))
@@ -246,12 +318,14 @@ class Recorder:
             self._forget(facts.recording_id)
 
     def _forget(self, recording_id: uuid.UUID) -> None:
-        self._active.pop(recording_id, None)
+        rec = self._active.pop(recording_id, None)
+        if rec is not None and rec.closed is not None and self._closes is not None:
+            self._closes.forget(self._dir / rec.facts.file_path)
         metrics.RECORDINGS_ACTIVE.set(len(self._active))
 
     async def _until_end(self, rec: _Recording) -> None:
         if not rec.finished.is_set():
-            await _first(rec.stopped, rec.finished)
+            await rec.ended.wait()
             if not rec.finished.is_set():
                 # Closes the file at the hangup itself rather than when the channel is freed.
                 with contextlib.suppress(AmiError, AmiUnavailable, ValueError):
@@ -263,6 +337,11 @@ class Recorder:
     ) -> float | None:
         """Returns when MixMonitor was accepted, or ``None`` if it surely was not."""
         facts = rec.facts
+        if rec.attach is not None:
+            try:
+                return await self._attach_in_call(rec, rec.attach, path, bound)
+            except AttachUnavailable:
+                bound.warning("agi session over before mixmonitor; starting it through ami")
         while not self._mixer.connected:
             # Not sent yet, so waiting for AMI and sending then cannot record twice.
             await _first_of(self._mixer.wait_connected(), rec.finished.wait())
@@ -272,7 +351,9 @@ class Recorder:
                 return None
         try:
             await self._mixer.mix_monitor(
-                facts.channel_name, str(path), command=f"touch {path}{MARKER_SUFFIX}"
+                facts.channel_name,
+                str(path),
+                command=f"touch {path}{MARKER_SUFFIX}" if rec.uses_marker else "",
             )
         except (AmiError, ValueError) as exc:
             bound.error("mixmonitor refused", message=str(exc)[:200])
@@ -282,10 +363,30 @@ class Recorder:
             # The action may have run: never send it again (a second MixMonitor on the same
             # file would corrupt it). Whether a file appears decides at the end.
             bound.warning("mixmonitor answer lost; the file will tell")
+        return self._started(facts, bound, "ami")
+
+    async def _attach_in_call(
+        self, rec: _Recording, attach: Attach, path: Path, bound: structlog.BoundLogger
+    ) -> float | None:
+        facts = rec.facts
+        try:
+            await attach(str(path), f"touch {path}{MARKER_SUFFIX}")
+        except StartRefused as exc:
+            bound.error("mixmonitor refused", message=str(exc)[:200], via="agi")
+            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="mixmonitor_refused").inc()
+            return None
+        except AttachUnavailable:
+            raise
+        except Exception as exc:
+            # As with a lost AMI answer: it may have run, so it is never tried again.
+            bound.warning("mixmonitor answer lost; the file will tell", error=type(exc).__name__, via="agi")
+        return self._started(facts, bound, "agi")
+
+    def _started(self, facts: PendingRecording, bound: structlog.BoundLogger, via: str) -> float:
         now = self._clock()
         metrics.RECORDINGS_STARTED.labels(register=facts.register).inc()
         metrics.ANSWER_TO_MIXMONITOR.observe(max(now - facts.answered_at, 0.0))
-        bound.info("recording started", channel=facts.channel_id)
+        bound.info("recording started", channel=facts.channel_id, via=via)
         return now
 
     async def _finalise(
@@ -296,7 +397,9 @@ class Recorder:
         marker = path.with_name(path.name + MARKER_SUFFIX)
         # After an Asterisk restart no MixMonitor survives to leave a marker: the file is as
         # the crash left it. Otherwise wait for Asterisk to close it.
-        closed = await asyncio.to_thread(marker.exists) if fin.interrupted else await self._wait_for(marker)
+        closed = (
+            await asyncio.to_thread(marker.exists) if fin.interrupted else await self._wait_closed(rec, path)
+        )
         try:
             size, sha = await asyncio.to_thread(file_digest, path)
         except FileNotFoundError:
@@ -339,8 +442,9 @@ class Recorder:
             interrupted=fin.interrupted,
         )
         await self._sink.put(row)
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(marker.unlink)
+        if rec.uses_marker:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(marker.unlink)
         bound.info("recording finished", duration_seconds=float(row.duration_seconds), bytes=size)
 
     def _retention(self, register: str, bound: structlog.BoundLogger) -> str:
@@ -351,6 +455,31 @@ class Recorder:
         # the longest register would, rather than destroy it early.
         bound.warning("register no longer configured; longest retention applied")
         return max(self._registers.values(), key=lambda r: r.retention.approx_days).retention.interval
+
+    def _expect_close(self, rec: _Recording, path: Path) -> bool:
+        """Ask inotify for the file's close; False where it cannot tell (then: the marker)."""
+        if self._closes is None or not self._closes.watch(path.parent):
+            return False
+        rec.closed = self._closes.expect(path)
+        return True
+
+    async def _wait_closed(self, rec: _Recording, path: Path) -> bool:
+        """True once Asterisk has closed the file; False if not confirmed within the timeout."""
+        marker = path.with_name(path.name + MARKER_SUFFIX)
+        if rec.closed is None:
+            return await self._wait_for(marker)
+        assert rec.finish is not None
+        if rec.finish.missed_end and not rec.closed.is_set():
+            # The call ended while no daemon watched: MixMonitor closed the file right after,
+            # so its close came before our watch, unless that end was a moment ago.
+            mtime = await asyncio.to_thread(_mtime, path)
+            if mtime is not None and self._clock() - mtime > _QUIET_SECONDS:
+                return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rec.closed.wait(), self._file_wait_timeout)
+            return True
+        # A recording a previous run started with the marker command may have closed unseen.
+        return rec.uses_marker and await asyncio.to_thread(marker.exists)
 
     async def _wait_for(self, marker: Path) -> bool:
         # No file-system notification is portable to every Asterisk host; the marker
@@ -364,10 +493,6 @@ class Recorder:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    await _first_of(*(e.wait() for e in events))
 
 
 async def _first_of(*aws: object) -> None:

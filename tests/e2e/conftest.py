@@ -77,7 +77,9 @@ def write_config(
     *,
     drain_timeout: float = 30,
     state_dir: Path | None = None,
+    extra: str = "",
 ) -> None:
+    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``)."""
     state_dir = state_dir or path.parent / "state"
     path.write_text(f"""
 [asterisk]
@@ -94,6 +96,8 @@ recordings_dir = "{asterisk.recordings_dir}"
 dsn = "{dsn}"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+[api]
+listen = "127.0.0.1:{free_port()}"
 [daemon]
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
@@ -105,6 +109,9 @@ retention = "6 months"
 direction = "outbound"
 retention = "1 month"
 """)
+    if extra:
+        with path.open("a") as f:
+            f.write(extra)
 
 
 def start_daemon(
@@ -114,12 +121,15 @@ def start_daemon(
     *,
     drain_timeout: float = 30,
     state_dir: Path | None = None,
+    extra_config: str = "",
 ) -> Daemon:
     """Run ``callrec run`` as a process with its config and log in ``tmp_path``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "callrec.toml"
     port = free_port()
-    write_config(cfg, asterisk, dsn, port, drain_timeout=drain_timeout, state_dir=state_dir)
+    write_config(
+        cfg, asterisk, dsn, port, drain_timeout=drain_timeout, state_dir=state_dir, extra=extra_config
+    )
     log_path = tmp_path / "daemon.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
     with log_path.open("ab") as log:

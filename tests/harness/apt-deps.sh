@@ -7,8 +7,22 @@ need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v runuser >/dev/null || need+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
+# Tools the tests only run, without their recommends (prometheus would bring node-exporter):
+# promtool checks monitoring/, systemd-analyze checks systemd/callrec.service.
+tools=()
+command -v promtool >/dev/null || tools+=(prometheus)
+command -v systemd-analyze >/dev/null || tools+=(systemd)
+# The web page test drives headless Chromium over the DevTools protocol (chromedriver: for
+# anyone who prefers Selenium; the tests do not need it).
+command -v chromium >/dev/null || tools+=(chromium)
+command -v chromedriver >/dev/null || tools+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ]; then
+  echo "installing: ${need[*]} ${tools[*]}"
   apt-get update -qq
+fi
+if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ ${#tools[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
 fi

@@ -29,6 +29,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def is_mount_point(path: Path) -> bool:
+    """True for any mount, bind mounts of the same file system included (os.path.ismount
+    compares devices, so it misses those)."""
+    target = str(path.resolve())
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
 def ensure_root(root: Path = DEFAULT_ROOT) -> Path:
     subprocess.run([str(REPO / "tests" / "harness" / "asterisk-root.sh"), str(root)], check=True)
     return root
@@ -42,6 +50,8 @@ class Asterisk:
     root: Path = DEFAULT_ROOT
     http_port: int = field(default_factory=free_port)
     ami_port: int = field(default_factory=free_port)
+    agi_port: int = field(default_factory=free_port)
+    """Where the dialplan's ``agi://127.0.0.1:4573/`` requests go (the daemon's [agi] listen)."""
     ari_password: str = field(default_factory=lambda: uuid.uuid4().hex)
     ami_secret: str = field(default_factory=lambda: uuid.uuid4().hex)
     name: str = field(default_factory=lambda: f"callrec-test-{uuid.uuid4().hex[:8]}")
@@ -78,6 +88,8 @@ class Asterisk:
         _sub(etc / "manager.conf", r"(?m)^port = .*$", f"port = {self.ami_port}")
         _sub(etc / "manager.conf", r"(?m)^secret = .*$", f"secret = {self.ami_secret}")
         _sub(etc / "ari.conf", r"(?m)^password = .*$", f"password = {self.ari_password}")
+        for conf in (etc / "extensions.conf", etc / "callrec-devices.conf"):
+            _sub(conf, r"agi://127\.0\.0\.1:4573/", f"agi://127.0.0.1:{self.agi_port}/", required=False)
         # The tests place calls through a second, test-only AMI user that may Originate.
         with (etc / "manager.conf").open("a") as f:
             f.write(f"\n[{TEST_AMI_USER}]\nsecret = {self.ami_secret}\nread = all\nwrite = all\n")
@@ -107,13 +119,14 @@ class Asterisk:
             subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
         inside = self.root / str(self.recordings_dir).lstrip("/")
         inside.mkdir(parents=True, exist_ok=True)
-        if not os.path.ismount(inside):
+        if not is_mount_point(inside):
             subprocess.run(["mount", "--bind", str(self.recordings_dir), str(inside)], check=True)
 
     def _umount(self) -> None:
         inside = self.root / str(self.recordings_dir).lstrip("/")
-        if os.path.ismount(inside):
-            subprocess.run(["umount", "-l", str(inside)], check=False)
+        while is_mount_point(inside):
+            if subprocess.run(["umount", "-l", str(inside)], check=False).returncode != 0:
+                break
 
     def start(self, timeout: float = 30.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -187,9 +200,9 @@ class Asterisk:
         shutil.rmtree(self.host_base, ignore_errors=True)
 
 
-def _sub(path: Path, pattern: str, repl: str) -> None:
+def _sub(path: Path, pattern: str, repl: str, *, required: bool = True) -> None:
     text = path.read_text()
     new, n = re.subn(pattern, repl, text)
-    if n == 0:
+    if n == 0 and required:
         raise RuntimeError(f"{path.name}: no line matches {pattern!r}")
     path.write_text(new)

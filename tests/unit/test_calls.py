@@ -302,3 +302,72 @@ def test_hmac_of_the_customer_number_with_a_key() -> None:
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 1)
     assert finish.customer_number_hmac == number_hmac("+358401234567", key)
     assert "4567" not in repr(t.__dict__)
+
+
+# --- AGI mode: claim() -----------------------------------------------------------------------
+
+
+def snap(cid: str, state: str = "Ring", **kw: Any) -> Any:
+    """A channel as the AGI endpoint sees it (the same shape as an event's channel)."""
+    return parse_channel(chan(cid, state, **kw)).channel
+
+
+def test_claim_starts_before_the_answer_and_the_answer_starts_nothing_more() -> None:
+    t = CallTracker(REGISTERS)
+    t.handle(ev("ChannelCreated", chan("a", "Ring")), 0)
+    (start,) = t.claim(snap("a", CALLREC_REGISTER="customer-service", CALLREC_SERVICE_NUMBER="0300"), 1)
+    assert isinstance(start, StartRecording)
+    assert (start.channel_id, start.register, start.answered_at) == ("a", "customer-service", 1)
+    assert start.service_number == "0300" and start.customer_number_masked == "+358401234***"
+    assert t.recording_of("a") == start.recording_id
+    # The events that follow (the answer, the register's own varset, an inheriting channel).
+    assert t.handle(ev("ChannelStateChange", chan("a", "Up", CALLREC_REGISTER="customer-service")), 2) == []
+    assert t.handle(ev("ChannelCreated", chan("b", "Up", CALLREC_REGISTER="customer-service")), 3) == []
+    assert t.handle(ev("ChannelHangupRequest", chan("a")), 4) == [
+        StopRecording(start.recording_id, "PJSIP/a-0001", 4)
+    ]
+    (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 5)
+    assert isinstance(finish, FinishRecording) and finish.service_number == "0300"
+
+
+def test_claim_of_a_channel_not_seen_yet_over_ari() -> None:
+    # The AGI request may overtake the channel's first events on the websocket.
+    t = CallTracker(REGISTERS)
+    (start,) = t.claim(snap("a", CALLREC_REGISTER="customer-service"), 0)
+    assert isinstance(start, StartRecording)
+    assert t.handle(ev("ChannelCreated", chan("a", "Ring", CALLREC_REGISTER="customer-service")), 1) == []
+    assert t.handle(ev("ChannelStateChange", chan("a", "Up")), 2) == []
+
+
+def test_claim_follows_the_register_rules() -> None:
+    t = CallTracker(REGISTERS)
+    assert t.claim(snap("a", linkedid="L1"), 0) == []
+    assert t.recording_of("a") is None
+    (problem,) = t.claim(snap("b", linkedid="L2", CALLREC_REGISTER="nope"), 0)
+    assert isinstance(problem, Problem) and problem.kind == "unknown_register"
+    assert t.recording_of("b") is None
+
+
+def test_claim_when_the_event_mode_was_first_starts_nothing() -> None:
+    t = CallTracker(REGISTERS)
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
+    )
+    assert t.claim(snap("a", "Up", CALLREC_REGISTER="customer-service"), 1) == []
+    assert t.recording_of("a") == start.recording_id
+
+
+def test_outbound_claim_waits_for_the_customer_to_answer() -> None:
+    t = CallTracker(REGISTERS)
+    agent = {"CALLREC_REGISTER": "telesales", "CALLREC_AGENT": "bob"}
+    t.handle(ev("ChannelCreated", chan("agent", "Up", **agent)), 0)
+    t.handle(ev("ChannelCreated", chan("cust", "Ring", CALLREC_REGISTER="telesales")), 1)
+    # Asked for while the customer's phone rings: the ringing is never recorded.
+    assert t.claim(snap("agent", "Up", **agent), 2) == []
+    assert t.recording_of("agent") is None
+    # Asked for on the customer's leg once it answered (Dial's U() option): recorded there.
+    t_up = CallTracker(REGISTERS)
+    t_up.handle(ev("ChannelCreated", chan("agent", "Up", **agent)), 0)
+    (start,) = t_up.claim(snap("cust", "Up", CALLREC_REGISTER="telesales"), 1)
+    assert isinstance(start, StartRecording) and start.channel_id == "cust" and start.direction == "outbound"
+    assert start.agent_name == "bob"

@@ -98,7 +98,9 @@ def test_invariants_hold_for_any_sequence(events: list[dict[str, Any]]) -> None:
     ]
     for now, obj in enumerate(events + tail):
         ev = parse_event(obj)
-        assert ev is not None
+        if ev is None:  # a variable outside the contract: nothing for the tracker
+            assert obj["variable"] == "OTHER"
+            continue
         for cmd in tracker.handle(ev, float(now)):
             if isinstance(cmd, StartRecording):
                 assert cmd.call_id not in active, "two recordings of one call at once"

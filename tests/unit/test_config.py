@@ -139,3 +139,13 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert res.stderr.startswith("callrec: config: registers.customer-service.retention")
+
+
+def test_agi_mode_is_off_unless_asked_for(tmp_path: Path) -> None:
+    assert load(write(tmp_path, GOOD)).agi_listen is None
+    on = load(write(tmp_path, GOOD + '[agi]\nlisten = "127.0.0.1:4573"\n'))
+    assert on.agi_listen == ("127.0.0.1", 4573)
+    with pytest.raises(ConfigError, match=r"^agi\.listen: expected \"host:port\""):
+        load(write(tmp_path, GOOD + '[agi]\nlisten = "4573"\n'))
+    with pytest.raises(ConfigError, match=r"^agi\.port: unknown key"):
+        load(write(tmp_path, GOOD + "[agi]\nport = 4573\n"))

@@ -77,6 +77,8 @@ class AriSettings:
     """Largest reconnect delay, in seconds."""
     event_types: tuple[str, ...] = ()
     """If set, only these event types are asked for (eventFilter) after each connect."""
+    skip_raw: Callable[[bytes], bool] | None = None
+    """Events for which this is True are counted and dropped before decoding (the hot path)."""
 
 
 def backoff_delay(
@@ -343,6 +345,10 @@ class AriClient:
                 return self._end_reason(ws, msg)
 
     def _deliver(self, data: bytes, on_event: Callable[[dict[str, Any]], None]) -> None:
+        skip = self._settings.skip_raw
+        if skip is not None and skip(data):
+            self._events.inc()
+            return
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:

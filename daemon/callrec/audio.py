@@ -1,0 +1,99 @@
+"""Serving an audio file with HTTP Range (RFC 9110 section 14), so a browser player can seek.
+
+One byte range per response: ``first-last``, ``first-`` and the suffix ``-n``. Several ranges
+in one header are ignored and the whole file is sent (section 14.2 allows ignoring Range;
+browsers never ask for several). A malformed or unsatisfiable byte range answers 416 with
+``Content-Range: bytes */size`` (section 15.5.17).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+CHUNK = 256 * 1024
+_ONE_RANGE = re.compile(r"^([0-9]*)-([0-9]*)$")
+_TYPES = {".wav": "audio/wav", ".gsm": "audio/gsm", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+
+
+class Unsatisfiable(Exception):
+    """The Range header asks for bytes the file does not have, or is not a byte range."""
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int
+    """Inclusive, as in Content-Range."""
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    def content_range(self, size: int) -> str:
+        return f"bytes {self.start}-{self.end}/{size}"
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The one range to send, or ``None`` for the whole file; raises ``Unsatisfiable``."""
+    if header is None:
+        return None
+    unit, sep, spec = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None  # another unit: section 14.2 says ignore it
+    specs = [s.strip() for s in spec.split(",")]
+    if not sep or not specs[0]:
+        raise Unsatisfiable(header)
+    if len(specs) > 1:
+        return None
+    m = _ONE_RANGE.match(specs[0])
+    if m is None or m.group(0) == "-":
+        raise Unsatisfiable(header)
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: the last n bytes, all of them if the file is shorter
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable(header)
+        return ByteRange(max(size - n, 0), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start or start >= size:
+        raise Unsatisfiable(header)
+    return ByteRange(start, min(end, size - 1))
+
+
+def content_type(path: Path) -> str:
+    return _TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+async def open_file(path: Path) -> tuple[IO[bytes], int]:
+    """Open and stat in one go, so the size and the bytes sent are of the same file."""
+
+    def _open() -> tuple[IO[bytes], int]:
+        f = path.open("rb")
+        try:
+            return f, os.fstat(f.fileno()).st_size
+        except BaseException:
+            f.close()
+            raise
+
+    return await asyncio.to_thread(_open)
+
+
+async def send(resp: web.StreamResponse, f: IO[bytes], start: int, length: int) -> None:
+    """Copy ``length`` bytes from ``start``; reads go to a thread so a slow disk never stalls
+    the event loop that also watches Asterisk."""
+    await asyncio.to_thread(f.seek, start)
+    left = length
+    while left > 0:
+        chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+        if not chunk:
+            break  # the file shrank under us; the client sees a short body
+        await resp.write(chunk)
+        left -= len(chunk)
