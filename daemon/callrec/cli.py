@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from callrec import __version__, check, config, logs, people, retention
+from callrec import __version__, check, config, logs, people, retention_cli
 from callrec.config import Settings
 
 EXIT_CONFIG = 2
@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     add_commands(sub, common)
     check.add_commands(sub, common)
     people.add_commands(sub, common)  # users, audit
-    retention.add_commands(sub, common)  # retention, hold, release, erase
+    retention_cli.add_commands(sub, common)  # retention, hold, release, erase
     return p
 
 

@@ -585,9 +585,21 @@ async def test_cli_and_no_full_number_anywhere(
     outputs += [out, err]
     assert code == 0
 
+    # Each operation on a recording left one audit row, refusals included, as through the API.
+    audited = [
+        (r["action"], r["outcome"])
+        for r in await pool.fetch("SELECT action, outcome FROM audit_log WHERE client = 'cli' ORDER BY id")
+    ]
+    assert audited == [
+        ("hold", "ok"),
+        ("erase", "invalid"),
+        ("erase", "ok"),
+        ("release", "not_found"),
+        ("release", "ok"),
+    ]
     dumps = [
         str(list(map(dict, await pool.fetch(f"SELECT * FROM {t}"))))
-        for t in ("disposal_log", "legal_hold_log")
+        for t in ("disposal_log", "legal_hold_log", "audit_log")
     ]
     assert "+358401234***" in dumps[0] + dumps[1]  # the reasons were kept, masked
     for text in [*outputs, *dumps]:
