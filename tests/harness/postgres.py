@@ -65,28 +65,13 @@ class Cluster:
             check=True,
             capture_output=True,
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after ``stop()``: an outage ends)."""
         # Durability is pointless for a throwaway cluster; speed is not.
         opts = f"-p {self.port} -h {self.host} -k {self.base}"
         opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        subprocess.run(
-            self._as_owner(
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(self.base / "log"),
-                "-o",
-                opts,
-                "-w",
-                "start",
-            ),
-            check=True,
-            capture_output=True,
-        )
-
-    def resume(self) -> None:
-        """Start the server again after ``stop()`` (an outage ends)."""
-        opts = f"-p {self.port} -h {self.host} -k {self.base} -c fsync=off"
         subprocess.run(
             self._as_owner(
                 str(pg_bindir() / "pg_ctl"),
