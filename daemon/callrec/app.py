@@ -32,7 +32,7 @@ from callrec.journal import Journal, PendingRecording
 from callrec.outbox import Outbox
 from callrec.recorder import Recorder, free_bytes
 from callrec.retention import Sweeper
-from callrec.store import TRANSIENT_ERRORS, Store, StoreUnavailable
+from callrec.store import TRANSIENT_ERRORS, Store, StoreUnavailable, close_pool
 
 log = structlog.get_logger("callrec.app")
 
@@ -287,7 +287,7 @@ class App:
         for runner in self._runners:
             await runner.cleanup()
         if self._api_pool is not None:
-            await self._api_pool.close()
+            await close_pool(self._api_pool)
         log.info("callrec stopped")
 
     async def run(self) -> None:

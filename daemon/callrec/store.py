@@ -98,7 +98,7 @@ class Store:
         return self._pool
 
     async def close(self) -> None:
-        await self._pool.close()
+        await close_pool(self._pool)
 
     async def insert_recording(self, row: RecordingRow) -> bool:
         """Write the row; ``False`` if a row with this id exists already (a replay)."""
@@ -137,6 +137,15 @@ class Store:
     async def pending_migrations(self, sql_dir: Path | None = None) -> list[str]:
         async with self._pool.acquire() as conn:
             return [m.name for m in await _pending(conn, migration_files(sql_dir))]
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    """Close gracefully, but never hang a shutdown on a connection someone still holds."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        log.warning("database connections still busy at exit; closed by force")
+        pool.terminate()
 
 
 def _describe(exc: BaseException) -> str:

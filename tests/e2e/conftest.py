@@ -122,8 +122,14 @@ def start_daemon(
     drain_timeout: float = 30,
     state_dir: Path | None = None,
     extra_config: str = "",
+    quiet: bool = True,
 ) -> Daemon:
-    """Run ``callrec run`` as a process with its config and log in ``tmp_path``."""
+    """Run ``callrec run`` as a process with its config and log in ``tmp_path``.
+
+    ``quiet``: first wait until the shared Asterisk has no channels, so a call a previous
+    test left up is not adopted by this daemon (and does not hold up its drain)."""
+    if quiet:
+        wait_no_channels(asterisk, timeout=60)
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "callrec.toml"
     port = free_port()
@@ -148,6 +154,7 @@ def start_daemon(
 def daemon(tmp_path: Path, asterisk: Asterisk, db_dsn: str) -> Iterator[Daemon]:
     d = start_daemon(tmp_path, asterisk, db_dsn)
     yield d
+    wait_no_channels(asterisk, timeout=60)
     code = d.stop()
     assert code == 0, d.log()[-3000:]
     assert "Traceback" not in d.log(), d.log()[-3000:]

@@ -61,7 +61,7 @@ def test_kill_9_while_20_calls_record(
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
     t0 = time.monotonic()
-    second = start_daemon(tmp_path / "run2", asterisk, db_dsn, state_dir=state)
+    second = start_daemon(tmp_path / "run2", asterisk, db_dsn, state_dir=state, quiet=False)
     ready = time.monotonic() - t0
     try:
         rows = wait_rows(db_dsn, 20, timeout=60)
@@ -182,7 +182,7 @@ def test_sigterm_during_10_calls(
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(timeout=20) == 0
     exit_s = time.monotonic() - t0
-    second = start_daemon(tmp_path / "run2", asterisk, db_dsn, state_dir=state)
+    second = start_daemon(tmp_path / "run2", asterisk, db_dsn, state_dir=state, quiet=False)
     try:
         rows = wait_rows(db_dsn, 10, timeout=60)
         wait_no_channels(asterisk)
