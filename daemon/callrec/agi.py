@@ -168,7 +168,7 @@ class _Session:
         if not self.open:
             raise AttachUnavailable("agi session already closed")
         # The recorder chose the path (no comma, quote or space: config.py and calls.py).
-        data = f"{file},,{command}"
+        data = f"{file},,{command}" if command else file
         try:
             result = await self._command(f'EXEC MixMonitor "{data}"', result_only=True)
         except _AgiError as exc:
