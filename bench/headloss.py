@@ -76,18 +76,8 @@ CHECK = 32
 class BenchAsterisk(Asterisk):
     """The harness's Asterisk plus the bench context and the generated signal."""
 
-    ari_overrides: dict[str, str] = field(default_factory=dict)
-    """ari.conf lines to change for an experiment, e.g. read_only=no (the eventFilter then works)."""
-
     def _write_configs(self) -> None:
         super()._write_configs()
-        conf = self.host_base / "etc" / "ari.conf"
-        text = conf.read_text()
-        for key, value in self.ari_overrides.items():
-            text, n = re.subn(rf"(?m)^{re.escape(key)} = .*$", f"{key} = {value}", text)
-            if n == 0:
-                raise RuntimeError(f"ari.conf has no line {key} = ...")
-        conf.write_text(text)
         bench = self.host_base / "bench"
         (bench / "ref").mkdir(parents=True, exist_ok=True)
         with wave.open(str(bench / "signal.wav"), "wb") as w:

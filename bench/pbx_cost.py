@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -92,23 +92,6 @@ def asterisk_pid(proc: subprocess.Popen[bytes]) -> int:
     if comm != "asterisk":
         raise RuntimeError(f"pid {proc.pid} is {comm!r}, not asterisk")
     return proc.pid
-
-
-@dataclass
-class BenchAsterisk(Asterisk):
-    """The harness's Asterisk, with ``ari.conf`` lines overridden for an experiment."""
-
-    ari_overrides: dict[str, str] = field(default_factory=dict)
-
-    def _write_configs(self) -> None:
-        super()._write_configs()
-        conf = self.host_base / "etc" / "ari.conf"
-        text = conf.read_text()
-        for key, value in self.ari_overrides.items():
-            text, n = re.subn(rf"(?m)^{re.escape(key)} = .*$", f"{key} = {value}", text)
-            if n == 0:
-                raise RuntimeError(f"ari.conf has no line {key} = ...")
-        conf.write_text(text)
 
 
 @dataclass
@@ -307,7 +290,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
     cluster = Cluster()
     overrides = dict(kv.split("=", 1) for kv in args.ari)
-    asterisk = BenchAsterisk(recordings_dir=work / "recordings", ari_overrides=overrides)
+    asterisk = Asterisk(recordings_dir=work / "recordings", ari_overrides=overrides)
     daemon: Daemon | None = None
     driver: Driver | None = None
     try:

@@ -55,6 +55,8 @@ class Asterisk:
     ari_password: str = field(default_factory=lambda: uuid.uuid4().hex)
     ami_secret: str = field(default_factory=lambda: uuid.uuid4().hex)
     name: str = field(default_factory=lambda: f"callrec-test-{uuid.uuid4().hex[:8]}")
+    ari_overrides: dict[str, str] = field(default_factory=dict)
+    """ari.conf lines to change for an experiment (benchmarks), e.g. {"read_only": "yes"}."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,6 +90,8 @@ class Asterisk:
         _sub(etc / "manager.conf", r"(?m)^port = .*$", f"port = {self.ami_port}")
         _sub(etc / "manager.conf", r"(?m)^secret = .*$", f"secret = {self.ami_secret}")
         _sub(etc / "ari.conf", r"(?m)^password = .*$", f"password = {self.ari_password}")
+        for key, value in self.ari_overrides.items():
+            _sub(etc / "ari.conf", rf"(?m)^{re.escape(key)} = .*$", f"{key} = {value}")
         for conf in (etc / "extensions.conf", etc / "callrec-devices.conf"):
             _sub(conf, r"agi://127\.0\.0\.1:4573/", f"agi://127.0.0.1:{self.agi_port}/", required=False)
         # The tests place calls through a second, test-only AMI user that may Originate.
