@@ -6,17 +6,20 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+for entry in (str(REPO / "daemon"), str(REPO)):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+from tests.harness.daemon import DaemonProcess  # noqa: E402
 
 
 def say(*parts: object) -> None:
@@ -44,31 +47,6 @@ def memory_mb(pid: int) -> tuple[float, float]:
     text = Path(f"/proc/{pid}/status").read_text()
     kb = {k: int(v) for k, v in re.findall(r"(?m)^(VmRSS|VmHWM):\s+(\d+) kB", text)}
     return kb["VmRSS"] / 1024, kb["VmHWM"] / 1024
-
-
-@dataclass
-class DaemonProcess:
-    """``callrec run`` as a process of its own, so its CPU and memory are its own."""
-
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 def start_daemon(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -11,10 +10,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 import pytest
 from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, ensure_root, free_port
+from tests.harness.daemon import DaemonProcess
 from tests.harness.driver import Driver
 
 pytestmark = pytest.mark.e2e
@@ -40,14 +41,10 @@ def driver(asterisk: Asterisk) -> Iterator[Driver]:
 
 
 @dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+class Daemon(DaemonProcess):
     config_path: Path
     metrics_port: int
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    stop_timeout: ClassVar[float] = 40.0
 
     def wait_log(self, needle: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -57,16 +54,6 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{needle!r} not logged in {timeout}s:\n{self.log()[-3000:]}")
             time.sleep(0.05)
-
-    def stop(self, timeout: float = 40) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 def write_config(
