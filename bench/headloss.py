@@ -60,7 +60,7 @@ from tests.harness.driver import Driver  # noqa: E402
 from tests.harness.postgres import Cluster  # noqa: E402
 
 from callrec import logs  # noqa: E402
-from callrec.store import migrate  # noqa: E402
+from callrec.db.pool import migrate  # noqa: E402
 
 RATE = 8000
 FRAME = 160  # samples in one 20 ms frame (one RTP packet of G.711 at ptime 20)

@@ -20,19 +20,27 @@ import structlog
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from callrec import __version__, metrics, sdnotify
-from callrec.agi import AgiServer
-from callrec.api import build_api
+from callrec import __version__
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings, AriUnavailable
-from callrec.calls import EVENT_TYPES, CallTracker, MalformedEvent, irrelevant_raw, parse_channel, parse_event
-from callrec.closewatch import CloseWatch
 from callrec.config import Settings
-from callrec.journal import Journal, PendingRecording
-from callrec.outbox import Outbox
-from callrec.recorder import Recorder, free_bytes
-from callrec.retention import Sweeper
-from callrec.store import TRANSIENT_ERRORS, Store, StoreUnavailable, close_pool
+from callrec.db.pool import TRANSIENT_ERRORS, Store, StoreUnavailable, close_pool
+from callrec.http.api import build_api
+from callrec.ops import metrics, sdnotify
+from callrec.recording.agi import AgiServer
+from callrec.recording.file_close import CloseWatch
+from callrec.recording.journal import Journal, PendingRecording
+from callrec.recording.outbox import Outbox
+from callrec.recording.recorder import Recorder, free_bytes
+from callrec.recording.tracker import (
+    EVENT_TYPES,
+    CallTracker,
+    MalformedEvent,
+    irrelevant_raw,
+    parse_channel,
+    parse_event,
+)
+from callrec.retention.sweep import Sweeper
 
 log = structlog.get_logger("callrec.app")
 

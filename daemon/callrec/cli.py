@@ -13,8 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from callrec import __version__, check, config, logs, people, retention_cli
+from callrec import __version__, config
+from callrec.access import people
 from callrec.config import Settings
+from callrec.ops import check, logs
+from callrec.retention import cli as retention_cli
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -34,7 +37,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from callrec.store import StoreUnavailable, migrate
+    from callrec.db.pool import StoreUnavailable, migrate
 
     try:
         applied = asyncio.run(migrate(settings.database_dsn))

@@ -19,7 +19,7 @@ from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 from tests.harness.postgres import pg_bindir
 
-from callrec.masking import mask_number
+from callrec.privacy import mask_number
 
 pytestmark = pytest.mark.e2e
 

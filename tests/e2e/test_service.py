@@ -18,8 +18,9 @@ from tests.e2e.conftest import Daemon, wait_no_channels, wait_rows
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 
-from callrec import __version__, metrics
-from callrec.logs import PHONE_SHAPED
+from callrec import __version__
+from callrec.ops import metrics
+from callrec.ops.logs import PHONE_SHAPED
 
 pytestmark = pytest.mark.e2e
 

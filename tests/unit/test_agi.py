@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from callrec.agi import AgiServer
-from callrec.calls import CallTracker, parse_event
 from callrec.config import Register, Retention
-from callrec.journal import PendingRecording
-from callrec.recorder import Recorder
-from callrec.store import RecordingRow
+from callrec.db.pool import RecordingRow
+from callrec.recording.agi import AgiServer
+from callrec.recording.journal import PendingRecording
+from callrec.recording.recorder import Recorder
+from callrec.recording.tracker import CallTracker, parse_event
 from tests.harness.asterisk import free_port
 
 REGISTERS = {"customer-service": Register("customer-service", "inbound", Retention(6, "month"))}

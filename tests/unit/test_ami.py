@@ -15,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from callrec import metrics
 from callrec.asterisk.ami import (
     AmiClient,
     AmiError,
@@ -25,6 +24,7 @@ from callrec.asterisk.ami import (
     encode_action,
     parse_frame,
 )
+from callrec.ops import metrics
 from tests.fakes.ami_server import CLOSE, FakeAmi, encode_frame
 
 SECRET = "s3cret-never-logged"

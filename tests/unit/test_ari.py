@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 import structlog.testing
 
-from callrec import metrics
 from callrec.asterisk import ari as ari_module
 from callrec.asterisk.ari import AriAuthError, AriClient, AriSettings, AriUnavailable, backoff_delay
+from callrec.ops import metrics
 from tests.fakes.ari_server import FakeAri
 
 PASSWORD = "s3cret-pw"

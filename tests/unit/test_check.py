@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from callrec.check import REQUIRED_CHANNELVARS, Result, _channelvars_in_getconfig, _probe_hint
-from callrec.file_rights import (
+from callrec.ops.check import REQUIRED_CHANNELVARS, Result, _channelvars_in_getconfig, _probe_hint
+from callrec.ops.file_rights import (
     Identity,
     cannot_create_in,
     identity_of_user,

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from callrec.calls import CallTracker, Command, irrelevant_raw, parse_event
 from callrec.config import Register, Retention
+from callrec.recording.tracker import CallTracker, Command, irrelevant_raw, parse_event
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 REGISTERS = {

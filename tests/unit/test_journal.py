@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from callrec.journal import Journal, PendingRecording
-from callrec.store import RecordingRow
+from callrec.db.pool import RecordingRow
+from callrec.recording.journal import Journal, PendingRecording
 
 
 def facts(n: int = 0) -> PendingRecording:

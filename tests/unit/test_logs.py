@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from callrec import logs
+from callrec.ops import logs
 
 RAW = "+358 40 123 4567"
 DIGITS = "358401234567"

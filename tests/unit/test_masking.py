@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callrec.masking import MASK, mask_number, number_hmac
+from callrec.privacy import MASK, mask_number, number_hmac
 
 
 @pytest.mark.parametrize(

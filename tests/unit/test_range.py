@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callrec.audio import ByteRange, Unsatisfiable, parse_range
+from callrec.http.audio import ByteRange, Unsatisfiable, parse_range
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import structlog
 
-from callrec import metrics
+from callrec.ops import metrics
 
 log = structlog.get_logger("callrec.ami")
 

@@ -19,7 +19,7 @@ import structlog
 from aiohttp.http_websocket import WSMessageNoDecodeText
 from yarl import URL
 
-from callrec import metrics
+from callrec.ops import metrics
 
 log = structlog.get_logger("callrec.ari")
 

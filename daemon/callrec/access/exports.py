@@ -1,0 +1,180 @@
+"""Export bundles for a data subject (R6, R7) or the police (R8): a zip of the audio files,
+``metadata.json`` and a ``SHA256SUMS`` manifest (``sha256sum -c`` reads it).
+
+Each audio file is checked against the sha256 recorded when the call ended, so what is
+disclosed is provably what was recorded; a mismatch refuses the export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from aiohttp import web
+
+from callrec.access import policy as access
+from callrec.access.policy import Recording
+from callrec.http import middleware as serving
+from callrec.ops.logs import redact
+
+MAX_RECORDINGS = 1000
+_CASE_REFERENCE = re.compile(r"^[A-Za-z0-9 ./:_#()-]{1,100}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BadExport(ValueError):
+    """The export request is missing something or unusable; the message says what."""
+
+
+class IntegrityError(Exception):
+    """An audio file is gone or no longer matches the sha256 recorded with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """Who receives the bundle and why (recorded in the audit log)."""
+
+    recipient: str
+    legal_basis: str
+    case_reference: str
+
+    @classmethod
+    def parse(cls, recipient: Any, legal_basis: Any, case_reference: Any) -> Disclosure:
+        def text(name: str, value: Any) -> str:
+            if not isinstance(value, str) or not value.strip() or len(value) > 300 or _CONTROL.search(value):
+                raise BadExport(f"{name}: required, one line of at most 300 characters")
+            # Free text typed by a person; a phone number in it must not reach the register.
+            return redact(value.strip())
+
+        if not isinstance(case_reference, str) or not _CASE_REFERENCE.match(case_reference.strip()):
+            raise BadExport("case_reference: required; letters, digits, spaces and . / : _ # ( ) -")
+        return cls(text("recipient", recipient), text("legal_basis", legal_basis), case_reference.strip())
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "recipient": self.recipient,
+            "legal_basis": self.legal_basis,
+            "case_reference": self.case_reference,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    file: IO[bytes]
+    """An anonymous temporary file: the operating system deletes it on close or crash."""
+    size: int
+    sha256: str
+
+
+def parse_ids(values: Any) -> list[uuid.UUID]:
+    """Recording ids in the order given, duplicates dropped."""
+    if not isinstance(values, list) or not 1 <= len(values) <= MAX_RECORDINGS:
+        raise BadExport(f"recording_ids: a list of 1 to {MAX_RECORDINGS} recording ids")
+    try:
+        return list(dict.fromkeys(uuid.UUID(str(v)) for v in values))
+    except ValueError:
+        raise BadExport("recording_ids: each must be a recording id (a UUID)") from None
+
+
+async def respond(
+    request: web.Request, g: access.Grant, ids: Sequence[uuid.UUID], disclosure: Disclosure
+) -> web.StreamResponse:
+    """Build the bundle, record the disclosure in the audit log, then send the zip."""
+    who = g.principal
+    recordings = await access.get_many(serving.pool(request), g, ids)
+    now = datetime.now(UTC)
+    recordings_dir = serving.settings(request).asterisk.recordings_dir
+    bundle = await asyncio.to_thread(
+        build, recordings, recordings_dir, disclosure, exported_by=who.name, exported_at=now
+    )
+    try:
+        await serving.commit(
+            request,
+            200,
+            **disclosure.to_json(),
+            recording_ids=[str(i) for i in ids],
+            bundle_sha256=bundle.sha256,
+            bundle_bytes=bundle.size,
+        )
+        headers = {
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="callrec-export-{now:%Y%m%dT%H%M%SZ}.zip"',
+            "X-Callrec-Bundle-SHA256": bundle.sha256,
+        }
+        return await serving.stream(request, bundle.file, 0, bundle.size, 200, headers)
+    finally:
+        bundle.file.close()
+
+
+def _member(rec: Recording) -> str:
+    return f"audio/{rec.started_at:%Y%m%dT%H%M%SZ}_{rec.id}{Path(rec.file_path).suffix}"
+
+
+def build(
+    recordings: Sequence[Recording],
+    recordings_dir: Path,
+    disclosure: Disclosure,
+    *,
+    exported_by: str,
+    exported_at: datetime,
+) -> Bundle:
+    """Blocking (file copies and hashing): run it in a thread."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it after sending
+    try:
+        sums: list[tuple[str, str]] = []
+        entries = []
+        with zipfile.ZipFile(out, "w") as zf:
+            for rec in recordings:
+                name = _member(rec)
+                digest = hashlib.sha256()
+                info = zipfile.ZipInfo(name, date_time=rec.started_at.utctimetuple()[:6])
+                # Audio is stored, not deflated: it barely shrinks and hashing dominates.
+                try:
+                    src = rec.audio_path(recordings_dir).open("rb")
+                except FileNotFoundError:
+                    raise IntegrityError(f"recording {rec.id}: the audio file is missing") from None
+                with src, zf.open(info, "w") as dst:
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                if digest.hexdigest() != rec.sha256:
+                    raise IntegrityError(
+                        f"recording {rec.id}: the audio file does not match its recorded sha256"
+                    )
+                sums.append((rec.sha256, name))
+                entries.append(
+                    {k: v for k, v in rec.to_json("dpo").items() if k != "audio_url"} | {"file": name}
+                )
+            metadata = orjson.dumps(
+                {
+                    "disclosure": disclosure.to_json(),
+                    "exported_by": exported_by,
+                    "exported_at": exported_at,
+                    "recordings": entries,
+                },
+                option=orjson.OPT_INDENT_2,
+                default=str,
+            )
+            zf.writestr("metadata.json", metadata, compress_type=zipfile.ZIP_DEFLATED)
+            sums.append((hashlib.sha256(metadata).hexdigest(), "metadata.json"))
+            zf.writestr("SHA256SUMS", "".join(f"{h}  {n}\n" for h, n in sums))
+        size = out.tell()
+        out.seek(0)
+        whole = hashlib.sha256()
+        while chunk := out.read(1 << 20):
+            whole.update(chunk)
+        out.seek(0)
+        return Bundle(out, size, whole.hexdigest())
+    except BaseException:
+        out.close()
+        raise

@@ -1,0 +1,269 @@
+"""The access API: JSON under /api, bearer tokens, one audit row per request.
+
+``build_api(pool, settings)`` gives the aiohttp application that ``callrec run`` serves on
+``[api] listen``, the web page at / included. Who may do what is decided in
+``callrec.access``; this module only parses requests and shapes answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from callrec.access import audit, dsar, exports
+from callrec.access import policy as access
+from callrec.access.policy import Action
+from callrec.config import Settings
+from callrec.http import audio, openapi
+from callrec.http import middleware as serving
+from callrec.http import pages as webpage
+from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
+from callrec.ops.logs import redact
+from callrec.retention import sweep as retention
+
+MAX_PAGE = 1000
+# Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
+MAX_BODY = 128 * 1024
+
+
+def build_api(pool: asyncpg.Pool, settings: Settings) -> web.Application:
+    """The application for ``[api] listen``. Serve it with ``web.AppRunner(app, access_log=None)``:
+    the middleware logs one line per request without tokens or query strings."""
+    app = web.Application(middlewares=[serving.audited], client_max_size=MAX_BODY)
+    app[serving.POOL] = pool
+    app[serving.SETTINGS] = settings
+    app[serving.ROUTES] = {}
+    app[serving.ERRORS] = _refusal
+    app.on_response_prepare.append(serving.security_headers)
+    add = functools.partial(serving.add_route, app)
+    add("GET", "/api/openapi.json", _openapi, "api_description", public=True)
+    add("GET", "/api/whoami", _whoami, "whoami")
+    add("GET", "/api/recordings", _search, "search")
+    add("GET", "/api/recordings/{id}", _view, "view")
+    add("GET", "/api/recordings/{id}/audio", _audio, "play")
+    add("HEAD", "/api/recordings/{id}/audio", _audio, "play")
+    add("POST", "/api/recordings/{id}/hold", _hold, "hold")
+    add("POST", "/api/recordings/{id}/release", _release, "release")
+    add("POST", "/api/recordings/{id}/erase", _erase, "erase")
+    add("POST", "/api/dsar/search", _dsar, "dsar_search")
+    add("POST", "/api/exports", _export, "export")
+    add("GET", "/api/audit", _audit, "audit_read")
+    webpage.add_routes(app)
+    return app
+
+
+def _refusal(exc: Exception) -> ApiError | None:
+    """Domain errors as HTTP answers. Forbidden is about the role, never about one recording."""
+    if isinstance(exc, access.Forbidden):
+        return ApiError(403, "forbidden", str(exc))
+    if isinstance(exc, access.NotVisible | retention.RecordingNotFound):
+        return ApiError(404, "not_found", "no such recording")
+    if isinstance(exc, retention.RecordingOnHold):
+        return ApiError(409, "legal_hold", "the recording is on legal hold; release it first")
+    if isinstance(exc, exports.IntegrityError):
+        return ApiError(409, "integrity", str(exc), outcome="error")
+    if isinstance(exc, BadParam | dsar.BadRequest | exports.BadExport):
+        return ApiError(400, "bad_request", str(exc))
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+        return ApiError(503, "unavailable", "the database or the recordings folder is unavailable")
+    if isinstance(exc, ValueError):  # retention's checks of reason and until
+        return ApiError(400, "bad_request", str(exc))
+    return None
+
+
+# --- request parsing ----------------------------------------------------------------------------
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise BadParam("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadParam("the body must be a JSON object")
+    return body
+
+
+def _reason(body: dict[str, Any], *, required: bool) -> str | None:
+    reason = body.get("reason")
+    if reason is None and not required:
+        return None
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 300:
+        raise BadParam("reason: required, at most 300 characters")
+    return redact(reason.strip())  # free text: no phone number reaches the register
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    return json_response(openapi.DOCUMENT)
+
+
+async def _whoami(request: web.Request) -> web.StreamResponse:
+    who = serving.principal(request)
+    allowed = [a.value for a in Action if access.allowed(who.role, a)]
+    return json_response({"name": who.name, "role": who.role, "agent_id": who.agent_id, "may": allowed})
+
+
+async def _search(request: web.Request) -> web.StreamResponse:
+    who = serving.principal(request)
+    q = request.query
+    filters = serving.search_filters(q)
+    limit = int_param(q.get("limit"), "limit", 100, 1, MAX_PAGE)
+    offset = int_param(q.get("offset"), "offset", 0, 0, 10_000_000)
+    g = await access.grant(serving.pool(request), who, Action.SEARCH)
+    found = await access.search(serving.pool(request), g, filters, limit=limit, offset=offset)
+    request[serving.ENTRY].detail.update(filters.detail() | {"count": len(found)})
+    return json_response(
+        {"recordings": [r.to_json(who.role) for r in found], "limit": limit, "offset": offset}
+    )
+
+
+async def _view(request: web.Request) -> web.StreamResponse:
+    who = serving.principal(request)
+    g = await access.grant(serving.pool(request), who, Action.VIEW)
+    rid = recording_id(request)
+    return json_response((await access.get(serving.pool(request), g, rid)).to_json(who.role))
+
+
+async def _audio(request: web.Request) -> web.StreamResponse:
+    who = serving.principal(request)
+    action = Action.DOWNLOAD if request.query.get("download") in ("1", "true") else Action.PLAY
+    request[serving.ENTRY].action = action.value
+    g = await access.grant(serving.pool(request), who, action)
+    rec = await access.get(serving.pool(request), g, recording_id(request))
+    path = rec.audio_path(serving.settings(request).asterisk.recordings_dir)
+    try:
+        f, size = await audio.open_file(path)
+    except FileNotFoundError:
+        raise ApiError(404, "audio_missing", "the recording's audio file is not on this server") from None
+    try:
+        etag = f'"{rec.sha256}"'
+        headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Type": audio.content_type(path)}
+        if action is Action.DOWNLOAD:
+            headers["Content-Disposition"] = f'attachment; filename="{rec.id}{path.suffix}"'
+        # RFC 9110 section 13.1.5: a stale validator in If-Range means "send it all".
+        if_range = request.headers.get("If-Range")
+        try:
+            rng = audio.parse_range(request.headers.get("Range"), size) if if_range in (None, etag) else None
+        except audio.Unsatisfiable:
+            raise ApiError(
+                416, "range", "unsatisfiable range", headers={"Content-Range": f"bytes */{size}"}
+            ) from None
+        if rng is None:
+            await serving.commit(request, 200, bytes=size)
+            return await serving.stream(request, f, 0, size, 200, headers)
+        headers["Content-Range"] = rng.content_range(size)
+        await serving.commit(request, 206, range=headers["Content-Range"])
+        return await serving.stream(request, f, rng.start, rng.length, 206, headers)
+    finally:
+        f.close()
+
+
+async def _retention_action(request: web.Request, action: Action) -> tuple[Any, uuid.UUID, dict[str, Any]]:
+    who = serving.principal(request)
+    g = await access.grant(serving.pool(request), who, action)
+    rid = recording_id(request)
+    await access.get(serving.pool(request), g, rid)
+    return serving.pool(request), rid, await _body(request)
+
+
+async def _hold(request: web.Request) -> web.StreamResponse:
+    db, rid, body = await _retention_action(request, Action.HOLD)
+    reason = _reason(body, required=True)
+    assert reason is not None
+    until = time_param(body.get("until"), "until")
+    await retention.hold(db, rid, reason=reason, by=serving.principal(request).name, until=until)
+    request[serving.ENTRY].detail.update({"reason": reason, "until": until})
+    return await _after(request, rid)
+
+
+async def _release(request: web.Request) -> web.StreamResponse:
+    db, rid, body = await _retention_action(request, Action.RELEASE)
+    reason = _reason(body, required=False)
+    await retention.release(db, rid, by=serving.principal(request).name)
+    request[serving.ENTRY].detail.update({"reason": reason})
+    return await _after(request, rid)
+
+
+async def _erase(request: web.Request) -> web.StreamResponse:
+    db, rid, body = await _retention_action(request, Action.ERASE)
+    reason = _reason(body, required=True)
+    assert reason is not None
+    destroyed = await retention.erase(
+        db, serving.settings(request), rid, reason=reason, by=serving.principal(request).name
+    )
+    request[serving.ENTRY].detail.update({"reason": reason, "bytes_destroyed": destroyed})
+    return json_response({"id": rid, "erased": True, "bytes_destroyed": destroyed})
+
+
+async def _after(request: web.Request, rid: uuid.UUID) -> web.StreamResponse:
+    who = serving.principal(request)
+    g = await access.grant(serving.pool(request), who, Action.VIEW)
+    return json_response((await access.get(serving.pool(request), g, rid)).to_json(who.role))
+
+
+async def _dsar(request: web.Request) -> web.StreamResponse:
+    g = await access.grant(serving.pool(request), serving.principal(request), Action.DSAR_SEARCH)
+    body = await _body(request)
+    number = body.get("number")
+    if not isinstance(number, str):
+        raise BadParam("number: the full phone number as a string")
+    at = time_param(body.get("at"), "at")
+    if at is None:
+        raise BadParam("at: the approximate time of the call (ISO 8601)")
+    window = int_param(body.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
+    result = await dsar.search_for(request, g, number, at, window)
+    return json_response(
+        {
+            "number_masked": result.masked,
+            "exact_matching": result.exact_matching,
+            "candidates": [
+                c.recording.to_json("dpo") | {"match": c.match, "seconds_away": c.seconds_away}
+                for c in result.candidates
+            ],
+        }
+    )
+
+
+async def _export(request: web.Request) -> web.StreamResponse:
+    g = await access.grant(serving.pool(request), serving.principal(request), Action.EXPORT)
+    body = await _body(request)
+    ids = exports.parse_ids(body.get("recording_ids"))
+    disclosure = exports.Disclosure.parse(
+        body.get("recipient"), body.get("legal_basis"), body.get("case_reference")
+    )
+    return await exports.respond(request, g, ids, disclosure)
+
+
+async def _audit(request: web.Request) -> web.StreamResponse:
+    who = serving.principal(request)
+    await access.grant(serving.pool(request), who, Action.AUDIT_READ)
+    q = request.query
+    try:
+        rid = uuid.UUID(q["recording_id"]) if q.get("recording_id") else None
+    except ValueError:
+        raise BadParam("recording_id: expected a UUID") from None
+    since, until = time_param(q.get("from"), "from"), time_param(q.get("to"), "to")
+    user, action = q.get("user") or None, q.get("action") or None
+    limit = int_param(q.get("limit"), "limit", 100, 1, MAX_PAGE)
+    rows = await audit.read(
+        serving.pool(request),
+        since=since,
+        until=until,
+        user=user,
+        action=action,
+        recording_id=rid,
+        limit=limit,
+    )
+    asked = {"from": since, "to": until, "user": user, "action": action, "recording_id": rid}
+    request[serving.ENTRY].detail.update(
+        {k: str(v) for k, v in asked.items() if v is not None} | {"count": len(rows)}
+    )
+    return json_response({"entries": rows})

@@ -1,0 +1,324 @@
+"""What every access request goes through, API and web page alike: authentication, the
+same-origin check, exactly one audit row, error bodies, security headers, the log line.
+
+The audit row is written before any data leaves: a handler that streams calls ``commit()``
+before its first byte; for every other response the middleware writes the row before the
+response is sent. When the row cannot be written, the access is refused (503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import orjson
+import structlog
+from aiohttp import web
+
+from callrec.access import audit, people
+from callrec.access import policy as access
+from callrec.access.people import Principal
+from callrec.config import Settings
+from callrec.http import audio
+from callrec.ops import metrics
+
+log = structlog.get_logger("callrec.api")
+
+COOKIE = "callrec_token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorPage = Callable[[web.Request, int, str], web.Response]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    action: str
+    """The audit action of a request to this route (a handler may refine it)."""
+    public: bool = False
+    """Answers without a signed-in person (the sign-in page, the OpenAPI description)."""
+    html: bool = False
+    """A web page: errors render as HTML, a stale cookie means signed out."""
+
+
+class ApiError(Exception):
+    """A refusal with its status, a stable code and one line for the person."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        outcome: audit.Outcome | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+        self.outcome = outcome
+
+
+POOL: web.AppKey[Any] = web.AppKey("pool")
+SETTINGS = web.AppKey("settings", Settings)
+ROUTES: web.AppKey[dict[Any, RouteInfo]] = web.AppKey("routes")
+ERRORS: web.AppKey[Callable[[Exception], ApiError | None]] = web.AppKey("errors")
+ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
+
+ENTRY = web.RequestKey("audit_entry", audit.Entry)
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+WRITTEN = web.RequestKey("audit_written", bool)
+_UNKNOWN = RouteInfo("unknown")
+
+
+class BadParam(ValueError):
+    """A query, form or body field is unusable; the message names it."""
+
+
+def time_param(value: Any, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return audit.parse_time(str(value))
+    except ValueError:
+        raise BadParam(f"{name}: expected an ISO 8601 time such as 2026-03-01T14:30+02:00") from None
+
+
+def int_param(value: Any, name: str, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadParam(f"{name}: expected a whole number") from None
+    if not low <= number <= high:
+        raise BadParam(f"{name}: expected {low} to {high}")
+    return number
+
+
+def search_filters(query: Mapping[str, str]) -> access.Filters:
+    return access.Filters(
+        since=time_param(query.get("from"), "from"),
+        until=time_param(query.get("to"), "to"),
+        register=query.get("register") or None,
+        agent=query.get("agent") or None,
+    )
+
+
+def recording_id(request: web.Request) -> uuid.UUID:
+    """An id that is not a UUID names no recording: 404, like any other unknown id."""
+    rid = request[ENTRY].recording_id  # the middleware parsed it
+    if rid is None:
+        raise access.NotVisible("not a recording id")
+    return rid
+
+
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, action: str, **flags: bool
+) -> None:
+    route = app.router.add_route(method, path, handler)
+    app[ROUTES][route] = RouteInfo(action, **flags)
+
+
+def principal(request: web.Request) -> Principal:
+    """The signed-in person; routes that are not public never run without one."""
+    who = request[PRINCIPAL]
+    assert who is not None
+    return who
+
+
+def pool(request: web.Request) -> Any:
+    return request.app[POOL]
+
+
+def settings(request: web.Request) -> Settings:
+    return request.app[SETTINGS]
+
+
+def client_address(request: web.Request) -> str:
+    """The peer, or, behind a reverse proxy on this host, the address the proxy saw.
+
+    Only a proxy on loopback is believed; its X-Forwarded-For entry is the last one
+    (the one it appended itself).
+    """
+    peer = request.remote or "-"
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        try:
+            if ipaddress.ip_address(peer).is_loopback:
+                seen = str(ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip()))
+                return f"{seen} via {peer}"
+        except ValueError:
+            pass
+    return peer
+
+
+def _credential(request: web.Request) -> tuple[str | None, str]:
+    """The presented token and where it came from: ``bearer`` or ``cookie``."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        return (value.strip() if scheme.lower() == "bearer" else ""), "bearer"
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, "cookie") if cookie else (None, "")
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser-sent state change must come from our own pages (cookies are ambient)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is not None and urlsplit(origin).netloc == request.host
+
+
+async def _authenticate(request: web.Request, info: RouteInfo) -> None:
+    token, source = _credential(request)
+    who = await people.authenticate(pool(request), token) if token else None
+    if token is not None and who is None and not (info.html and source == "cookie"):
+        raise ApiError(
+            401,
+            "invalid_token",
+            "the token is unknown, revoked or expired",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    if request.method not in _SAFE_METHODS and source != "bearer" and not _same_origin(request):
+        raise ApiError(403, "cross_site", "a state-changing request must come from callrec's own page")
+    if who is not None:
+        request[PRINCIPAL] = who
+        entry = request[ENTRY]
+        entry.user_id, entry.user_name, entry.role = who.user_id, who.name, who.role
+    elif not info.public:
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "sign in: send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _refusal(request: web.Request, exc: BaseException) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, web.HTTPException):
+        return ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    if isinstance(exc, Exception):
+        mapped = request.app[ERRORS](exc)
+        if mapped is not None:
+            return mapped
+    log.error("access request failed", error=type(exc).__name__, detail=str(exc)[:200], path=request.path)
+    return ApiError(500, "internal", "internal error; see the daemon's log")
+
+
+def _render(request: web.Request, info: RouteInfo, err: ApiError) -> web.Response:
+    if info.html or (not request.path.startswith("/api/") and info is _UNKNOWN):
+        resp = request.app[ERROR_PAGE](request, err.status, err.message)
+    else:
+        resp = json_response({"error": err.code, "message": err.message}, status=err.status)
+    resp.headers.update(err.headers)
+    return resp
+
+
+def _text(value: object) -> str:
+    """asyncpg's UUID is a subclass orjson does not take as a UUID."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=_text), status=status, content_type="application/json"
+    )
+
+
+@web.middleware
+async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/static/"):
+        return await handler(request)
+    started = time.monotonic()
+    info = request.app[ROUTES].get(request.match_info.route, _UNKNOWN)
+    entry = audit.Entry(info.action, client=client_address(request))
+    request[ENTRY], request[WRITTEN], request[PRINCIPAL] = entry, False, None
+    # Noted before any check, so a refused attempt on a recording names it too.
+    with contextlib.suppress(ValueError):
+        entry.recording_id = uuid.UUID(request.match_info.get("id", ""))
+    outcome: audit.Outcome | None = None
+    try:
+        await _authenticate(request, info)
+        response = await handler(request)
+    except Exception as exc:  # every refusal still gets its audit row
+        if request[WRITTEN]:
+            raise  # the row is written and the body under way: nothing left to tell this client
+        err = _refusal(request, exc)
+        outcome = err.outcome
+        response = _render(request, info, err)
+    if not request[WRITTEN]:
+        entry.status = response.status
+        entry.outcome = outcome or audit.outcome_for(response.status)
+        try:
+            await audit.write(pool(request), entry)
+        except Exception as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            log.error("audit row not written: access refused", error=type(exc).__name__, action=entry.action)
+            entry.status, entry.outcome = 503, "error"
+            response = _render(request, info, ApiError(503, "audit_unavailable", "try again shortly"))
+    metrics.API_REQUESTS.labels(action=entry.action, outcome=entry.outcome).inc()
+    log.info(
+        "access",
+        action=entry.action,
+        outcome=entry.outcome,
+        status=entry.status,
+        user=entry.user_name,
+        role=entry.role,
+        recording_id=str(entry.recording_id) if entry.recording_id else None,
+        ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return response
+
+
+async def commit(request: web.Request, status: int, **detail: Any) -> None:
+    """Write the audit row now, before a streamed body; refuse the access if it fails."""
+    entry = request[ENTRY]
+    entry.status, entry.outcome = status, audit.outcome_for(status)
+    entry.detail.update(detail)
+    try:
+        await audit.write(pool(request), entry)
+    except Exception as exc:
+        raise ApiError(503, "audit_unavailable", "try again shortly") from exc
+    request[WRITTEN] = True
+
+
+async def stream(
+    request: web.Request, f: IO[bytes], start: int, length: int, status: int, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    """Send ``length`` bytes of an open file; the audit row must be committed already."""
+    assert request[WRITTEN]
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = length
+    await resp.prepare(request)
+    try:
+        if request.method != "HEAD":
+            await audio.send(resp, f, start, length)
+        await resp.write_eof()
+    except ConnectionResetError:
+        # A player that seeks drops its earlier request: routine, and already audited.
+        log.debug("client left during the transfer", action=request[ENTRY].action)
+    return resp
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Personal data: never cached, never framed, never sniffed; the pages run no script."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    )

@@ -1,0 +1,198 @@
+"""AGI mode: a FastAGI endpoint that starts MixMonitor while the call waits, so nothing is lost.
+
+The event mode starts MixMonitor from outside the call once ARI reports the answer, and loses
+the audio of that round trip (bench/README.md). In AGI mode the dialplan asks instead, at
+the point of answer, and goes on only once recording runs:
+
+    same => n,Set(__CALLREC_REGISTER=customer-service)
+    same => n,AGI(agi://127.0.0.1:4573/record)
+    same => n,Answer()
+
+FastAGI (res_agi): Asterisk connects, sends the channel's ``agi_*`` environment as
+``name: value`` lines and a blank line, then runs our commands one line at a time, answering
+each with one line ``200 result=N [(data)]`` (``5xx`` for errors; a line ``HANGUP`` may come
+in between when the channel hangs up). The AGI application returns, and the dialplan goes on,
+when we close the connection. Verified on Asterisk 22.10: ``EXEC MixMonitor`` answers
+``200 result=0`` once the audiohook is attached, ``-2`` if the application is missing.
+
+The register rules are the event mode's (``CallTracker.claim``); MixMonitor runs through AGI
+on the channel itself, with no AMI hop; stop, file and row then go the usual way. Commands are
+sent one at a time, never pipelined: res_agi waits for the socket to be readable before each
+line it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from typing import Final
+
+import structlog
+
+from callrec.recording.recorder import AttachUnavailable, Recorder, StartRefused
+from callrec.recording.tracker import CONTRACT_VARS, CallTracker, ChannelSnapshot, StartRecording
+
+log = structlog.get_logger("callrec.agi")
+
+SCRIPT: Final = "record"
+"""The one request path served: ``agi://host:port/record``."""
+_ENV_LINES: Final = 128
+_LINE_LIMIT: Final = 8192
+_REQUEST_TIMEOUT: Final = 10.0
+"""Seconds one request may take; past it the call goes on (unrecorded unless the event mode
+catches it). Far above the milliseconds it takes, so only a stuck daemon ever hits it."""
+
+# Every value comes back base64-encoded: a value from the dialplan (a caller ID) may hold a
+# newline or anything else that would break the one-line answers. The base64 alphabet has no
+# comma, so one GET FULL VARIABLE brings them all in one round trip.
+_FIELDS: Final = (
+    "CHANNEL(state)",
+    "CHANNEL(linkedid)",
+    "CALLERID(num)",
+    *sorted(CONTRACT_VARS),
+)
+_FACTS_COMMAND: Final = "GET FULL VARIABLE " + ",".join(f"${{BASE64_ENCODE(${{{f}}})}}" for f in _FIELDS)
+
+
+class _AgiError(Exception):
+    """Asterisk answered a command with something other than ``200``."""
+
+
+class AgiServer:
+    """Serves FastAGI requests on ``listen`` until cancelled."""
+
+    def __init__(self, listen: tuple[str, int], tracker: CallTracker, recorder: Recorder) -> None:
+        self._listen = listen
+        self._tracker = tracker
+        self._recorder = recorder
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._ready = asyncio.Event()
+
+    async def wait_listening(self) -> None:
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        host, port = self._listen
+        server = await asyncio.start_server(self._accept, host, port, limit=_LINE_LIMIT)
+        log.info("agi listening", host=host, port=port)
+        self._ready.set()
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            for task in list(self._sessions):
+                task.cancel()
+            await asyncio.gather(*self._sessions, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        session = _Session(reader, writer)
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                await session.serve(self._tracker, self._recorder)
+        except TimeoutError:
+            log.error("agi request took too long; the call went on", timeout=_REQUEST_TIMEOUT)
+        except Exception as exc:
+            # One bad session must never take the server down. No message: it may quote the peer.
+            log.warning("agi session failed", error=type(exc).__name__)
+        finally:
+            self._sessions.discard(task)
+            # Closing is the answer: the AGI application returns and the dialplan goes on.
+            session.open = False
+            writer.close()
+
+
+class _Session:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.open = True
+
+    async def serve(self, tracker: CallTracker, recorder: Recorder) -> None:
+        env = await self._environment()
+        script = env.get("agi_network_script", "").strip("/").partition("?")[0]
+        channel_id, name = env.get("agi_uniqueid", ""), env.get("agi_channel", "")
+        if script != SCRIPT or not channel_id or not name:
+            log.warning("agi request not understood; ignored", script=script[:40])
+            return
+        snap = await self._snapshot(channel_id, name)
+        commands = tracker.claim(snap, time.time())
+        start = next((c for c in commands if isinstance(c, StartRecording)), None)
+        recorder.execute([c for c in commands if not isinstance(c, StartRecording)])
+        if start is not None:
+            recording = await recorder.record_in_call(start, self._mixmonitor)
+        else:
+            # Not ours to start: no register, or the call has a recording already (the event
+            # mode may have been first). Then wait until that one runs, as promised.
+            rid = tracker.recording_of(channel_id)
+            recording = rid is not None and await recorder.wait_attached(rid)
+        log.debug("agi request served", channel=channel_id, recording=recording)
+
+    async def _environment(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for _ in range(_ENV_LINES):
+            line = (await self._reader.readuntil(b"\n")).decode(errors="replace").rstrip("\r\n")
+            if not line:
+                return env
+            key, _, value = line.partition(": ")
+            env[key] = value
+        raise _AgiError("agi environment too long")
+
+    async def _snapshot(self, channel_id: str, name: str) -> ChannelSnapshot:
+        data = await self._command(_FACTS_COMMAND)
+        parts = data.split(",")
+        if len(parts) != len(_FIELDS):
+            raise _AgiError("unexpected answer to GET FULL VARIABLE")
+        try:
+            decoded = [base64.b64decode(p, validate=True).decode(errors="replace") for p in parts]
+            values = dict(zip(_FIELDS, decoded, strict=True))
+        except binascii.Error:
+            raise _AgiError("answer to GET FULL VARIABLE is not base64") from None
+        # Inherited variables (__CALLREC_REGISTER) are read by their plain names.
+        contract = {var: values[var] for var in CONTRACT_VARS if values[var]}
+        return ChannelSnapshot(
+            id=channel_id,
+            name=name,
+            state=values["CHANNEL(state)"] or "Unknown",
+            linkedid=values["CHANNEL(linkedid)"] or None,
+            caller_number=values["CALLERID(num)"] or None,
+            vars=contract,
+        )
+
+    async def _mixmonitor(self, file: str, command: str) -> None:
+        """The recorder's ``Attach``: MixMonitor on this very channel."""
+        if not self.open:
+            raise AttachUnavailable("agi session already closed")
+        # The recorder chose the path (no comma, quote or space: config.py and calls.py).
+        data = f"{file},,{command}" if command else file
+        try:
+            result = await self._command(f'EXEC MixMonitor "{data}"', result_only=True)
+        except _AgiError as exc:
+            raise StartRefused(str(exc)) from None
+        if result != "0":
+            raise StartRefused(f"EXEC MixMonitor answered result={result}")
+
+    async def _command(self, line: str, *, result_only: bool = False) -> str:
+        """Send one command; the value in parentheses (or the bare result) of ``200 result=``."""
+        self._writer.write(line.encode() + b"\n")
+        await self._writer.drain()
+        while True:
+            try:
+                raw = await self._reader.readuntil(b"\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.open = False
+                raise
+            answer = raw.decode(errors="replace").rstrip("\r\n")
+            if answer != "HANGUP":  # the channel hung up meanwhile; the answer still follows
+                break
+        code, _, rest = answer.partition(" ")
+        if code != "200" or not rest.startswith("result="):
+            raise _AgiError(f"agi answered {code[:3]}")
+        result, _, data = rest[len("result=") :].partition(" ")
+        if result_only:
+            return result
+        return data[1:-1] if data.startswith("(") and data.endswith(")") else ""

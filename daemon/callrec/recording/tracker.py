@@ -1,0 +1,498 @@
+"""The call tracker: ARI channel events in, recording commands out. Pure: no I/O, no awaits.
+
+In the sans-I/O style of h11, ``CallTracker.handle`` is fed one event at a time and returns
+what to do; the recorder carries it out. Everything hard about watching Asterisk lives here,
+so it can be tested with plain function calls and replayed event transcripts:
+
+* Channels are grouped into calls by linkedid, which ARI's channel JSON lacks; ari.conf's
+  ``channelvars = CHANNEL(linkedid),...`` adds it to every snapshot (DESIGN.md).
+* ``__CALLREC_REGISTER`` is inherited by every channel the call creates (Local halves, queue
+  members, the dialled customer), and each inheriting channel reports it at creation. The
+  first channel of the call seen carrying it is the *anchor*; only the anchor is recorded,
+  so a call is recorded once however many channels inherit the variable.
+* Inbound, recording starts when the anchor is Up (R2: "starts when the call is answered").
+  Outbound, the anchor is the agent's channel, already Up while the customer's phone rings,
+  so recording starts when another channel of the call (not the anchor's own Local twin)
+  goes Up: the customer answered.
+* The customer's number is masked the moment it is read; the tracker never stores it whole.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from callrec.config import Direction, Register
+from callrec.privacy import mask_number, number_hmac
+
+LINKEDID = "CHANNEL(linkedid)"
+VAR_REGISTER = "CALLREC_REGISTER"
+VAR_SERVICE_NUMBER = "CALLREC_SERVICE_NUMBER"
+VAR_AGENT = "CALLREC_AGENT"
+VAR_CUSTOMER_NUMBER = "CALLREC_CUSTOMER_NUMBER"
+CONTRACT_VARS = frozenset({VAR_REGISTER, VAR_SERVICE_NUMBER, VAR_AGENT, VAR_CUSTOMER_NUMBER})
+# Stored values are capped: they come from the dialplan, which may copy caller input into them.
+MAX_VALUE_LEN = 128
+
+EventKind = Literal["snapshot", "varset", "hangup_request", "destroyed"]
+_KINDS: Mapping[str, EventKind] = {
+    "ChannelCreated": "snapshot",
+    "ChannelStateChange": "snapshot",
+    "ChannelVarset": "varset",
+    "ChannelHangupRequest": "hangup_request",
+    "ChannelDestroyed": "destroyed",
+    "ChannelEnteredBridge": "snapshot",
+    "ChannelCallerId": "snapshot",
+}
+# The event types the tracker reads; the ARI client asks Asterisk for no others (eventFilter).
+EVENT_TYPES = tuple(_KINDS)
+
+# ChannelVarset is most of what is left: of about 41 per inbound call, 36 are the variables of
+# Dial, Playback and the bridge (DIALSTATUS, BRIDGEPEER, ...), which the tracker ignores and
+# which carry nothing new (a snapshot only changes with the events of the other types). The
+# eventFilter goes by type only, so these are dropped before decoding. Asterisk 22's compact
+# JSON (ari.conf pretty = no) starts a ChannelVarset with the variable's name:
+# {"variable":"NAME","value":...,"type":"ChannelVarset",...}; any other shape is decoded.
+_VARSET_START = b'{"variable":"'
+_VARSET_TYPE = b'"type":"ChannelVarset"'
+_CONTRACT_PREFIX = b"CALLREC_"
+
+
+def irrelevant_raw(raw: bytes) -> bool:
+    """True for a raw ARI event the tracker certainly ignores: a ChannelVarset of a
+    variable outside the dialplan contract. Cheap enough to run on every event."""
+    if not raw.startswith(_VARSET_START):
+        return False
+    name = raw[len(_VARSET_START) : len(_VARSET_START) + 40].lstrip(b"_")
+    return not name.startswith(_CONTRACT_PREFIX) and _VARSET_TYPE in raw
+
+
+class MalformedEvent(ValueError):
+    """An ARI event that does not have the shape Asterisk documents. Text has no payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSnapshot:
+    """The parts of an ARI channel object the tracker uses."""
+
+    id: str
+    name: str
+    state: str
+    linkedid: str | None
+    caller_number: str | None
+    """Raw caller ID number. Masked on first use and never stored."""
+    vars: Mapping[str, str]
+    """Contract variables present in ``channelvars`` (non-empty values only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    kind: EventKind
+    channel: ChannelSnapshot
+    variable: str | None = None
+    value: str | None = None
+
+
+def _channel(obj: Any) -> ChannelSnapshot:
+    if not isinstance(obj, dict):
+        raise MalformedEvent("channel is not an object")
+    cid, name, state = obj.get("id"), obj.get("name"), obj.get("state")
+    if not (isinstance(cid, str) and cid and isinstance(name, str) and isinstance(state, str)):
+        raise MalformedEvent("channel lacks id, name or state")
+    caller = obj.get("caller")
+    number = caller.get("number") if isinstance(caller, dict) else None
+    cvars = obj.get("channelvars")
+    linkedid: str | None = None
+    contract: dict[str, str] = {}
+    if isinstance(cvars, dict):
+        lid = cvars.get(LINKEDID)
+        linkedid = lid if isinstance(lid, str) and lid else None
+        for var in CONTRACT_VARS:
+            val = cvars.get(var)
+            if isinstance(val, str) and val:
+                contract[var] = val
+    return ChannelSnapshot(cid, name, state, linkedid, number if isinstance(number, str) else None, contract)
+
+
+def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:
+    """An ARI event as the tracker sees it; ``None`` for events it does not use."""
+    kind = _KINDS.get(obj.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        return None
+    if kind == "varset":
+        var, val = obj.get("variable"), obj.get("value")
+        if isinstance(var, str) and var.lstrip("_") not in CONTRACT_VARS:
+            # Half of a call's events set other variables (DIALSTATUS, BRIDGEPEER, ...). Their
+            # snapshots hold nothing new: state, caller ID and the contract variables each come
+            # with events of their own. Skipping them early halves the tracker's work.
+            return None
+        channel = _channel(obj.get("channel"))
+        if not isinstance(var, str) or not isinstance(val, str):
+            raise MalformedEvent("ChannelVarset lacks variable or value")
+        return ChannelEvent(kind, channel, var.lstrip("_"), val)
+    return ChannelEvent(kind, _channel(obj.get("channel")))
+
+
+def parse_channel(obj: Any) -> ChannelEvent:
+    """A channel from ``GET /channels`` as a snapshot event (reconciliation)."""
+    return ChannelEvent("snapshot", _channel(obj))
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Attach MixMonitor to ``channel_name``, writing ``file_path`` under recordings_dir.
+    The call's facts as known at the answer go to the journal, for a row after a crash."""
+
+    recording_id: uuid.UUID
+    call_id: str
+    register: str
+    direction: Direction
+    channel_id: str
+    channel_name: str
+    file_path: str
+    answered_at: float
+    service_number: str | None = None
+    customer_number_masked: str | None = None
+    customer_number_hmac: str | None = None
+    agent_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    """The recorded channel is hanging up: stop MixMonitor so the file closes now."""
+
+    recording_id: uuid.UUID
+    channel_name: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRecording:
+    """The recorded channel is gone: once the file is closed, write the row."""
+
+    recording_id: uuid.UUID
+    ended_at: float
+    service_number: str | None
+    customer_number_masked: str | None
+    customer_number_hmac: str | None
+    agent_name: str | None
+    missed_end: bool = False
+    """The channel vanished while we were not watching (found out by reconciliation)."""
+    interrupted: bool = False
+    """... because Asterisk itself restarted: no closing marker will come."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something worth a log line and a counter; ``kind`` is a fixed code, never caller data."""
+
+    kind: str
+    call_id: str | None = None
+    register: str | None = None
+
+
+Command = StartRecording | StopRecording | FinishRecording | Problem
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Channel:
+    id: str
+    name: str
+    state: str
+    call: _Call
+    agent: str | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    register: Register | None = None
+    unknown_register_reported: bool = False
+    anchor: _Channel | None = None
+    service_number: str | None = None
+    customer_explicit: tuple[str | None, str | None] | None = None
+    """(masked, hmac) of CALLREC_CUSTOMER_NUMBER, which wins over the caller ID."""
+    customer_from_caller: tuple[str | None, str | None] = (None, None)
+    """(masked, hmac) of the anchor's caller ID number."""
+    agent: str | None = None
+    recording: uuid.UUID | None = None
+    recorded_channel: str | None = None
+    stop_sent: bool = False
+
+
+def _local_twin(name: str) -> str | None:
+    """``Local/x@ctx-00000001;1`` <-> ``;2``: the two halves are one leg of the call."""
+    if name.startswith("Local/") and name[-2:] in (";1", ";2"):
+        return name[:-1] + ("2" if name[-1] == "1" else "1")
+    return None
+
+
+def default_file_path(recording_id: uuid.UUID, now: float) -> str:
+    """``YYYY/MM/DD/<uuid>.wav``: chosen by callrec alone, never from caller input (commas in
+    a name would shift MixMonitor's arguments)."""
+    day = datetime.fromtimestamp(now, UTC)
+    return f"{day:%Y/%m/%d}/{recording_id}.wav"
+
+
+class CallTracker:
+    """Follows every channel Asterisk reports and says when to start and stop recording."""
+
+    def __init__(
+        self,
+        registers: Mapping[str, Register],
+        *,
+        hmac_key: bytes | None = None,
+        new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+        file_path: Callable[[uuid.UUID, float], str] = default_file_path,
+    ) -> None:
+        self._registers = registers
+        self._hmac_key = hmac_key
+        self._new_id = new_id
+        self._file_path = file_path
+        self._channels: dict[str, _Channel] = {}
+        self._calls: dict[str, _Call] = {}
+
+    # Read-only views, for metrics and tests.
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    @property
+    def call_count(self) -> int:
+        return len(self._calls)
+
+    @property
+    def recording_count(self) -> int:
+        return sum(1 for c in self._calls.values() if c.recording is not None)
+
+    def handle(self, event: ChannelEvent, now: float) -> list[Command]:
+        out: list[Command] = []
+        snap = event.channel
+        chan = self._channels.get(snap.id)
+        if event.kind == "destroyed":
+            if chan is not None:
+                self._destroy(chan, now, out)
+            return out
+        if chan is None:
+            chan = self._track(snap, out)
+        chan.state = snap.state
+        chan.name = snap.name
+        call = chan.call
+        for var, val in snap.vars.items():
+            self._set_var(chan, var, val, out)
+        if event.kind == "varset" and event.variable in CONTRACT_VARS and event.value:
+            self._set_var(chan, event.variable, event.value, out)
+        if call.anchor is chan:
+            # Masked at once; a later caller ID change (a transfer) updates it.
+            call.customer_from_caller = self._customer(snap.caller_number)
+        if call.agent is None:
+            self._note_answered_agent(chan)
+        if event.kind == "hangup_request" and call.recorded_channel == chan.id and not call.stop_sent:
+            call.stop_sent = True
+            assert call.recording is not None
+            out.append(StopRecording(call.recording, chan.name, now))
+        if call.recording is None and call.register is not None and event.kind != "hangup_request":
+            self._maybe_start(call, now, out)
+        return out
+
+    def reconcile(
+        self, live: Iterable[ChannelEvent], now: float, *, restarted: bool = False
+    ) -> list[Command]:
+        """After a (re)connect: channels not in ``live`` ended while we were away;
+        ``restarted`` says Asterisk itself restarted, which cut them."""
+        out: list[Command] = []
+        seen = set()
+        for event in live:
+            seen.add(event.channel.id)
+            out.extend(self.handle(event, now))
+        for chan in [c for cid, c in self._channels.items() if cid not in seen]:
+            self._destroy(chan, now, out, missed=True, interrupted=restarted)
+        return out
+
+    def adopt(self, event: ChannelEvent, recording_id: uuid.UUID, register: str) -> None:
+        """A recording a previous run of the daemon started on this live channel: track it
+        as ours, so the call is not recorded a second time and gets its row at the end."""
+        chan = self._channels.get(event.channel.id) or self._track(event.channel, [])
+        call = chan.call
+        call.register = self._registers.get(register, call.register)
+        call.anchor = chan
+        call.recording = recording_id
+        call.recorded_channel = chan.id
+
+    def claim(self, snap: ChannelSnapshot, now: float) -> list[Command]:
+        """AGI mode: the channel's own dialplan asks for recording now, and waits for it.
+
+        The register rule is the event mode's: the channel must carry ``CALLREC_REGISTER``
+        naming a configured register. Then, unless the call already has a recording, the
+        answer is a ``StartRecording`` of *this* channel (AGI runs MixMonitor on the channel
+        that called it), and the call counts as recorded from here on, so the event mode
+        never starts a second MixMonitor. An inbound call is claimed wherever the AGI is in
+        the dialplan (its place marks the answer); an outbound one only once the customer
+        answered, as in the event mode, so the ringing is never recorded."""
+        out: list[Command] = []
+        chan = self._channels.get(snap.id) or self._track(snap, out)
+        chan.state = snap.state
+        chan.name = snap.name
+        for var, val in snap.vars.items():
+            self._set_var(chan, var, val, out)
+        call = chan.call
+        if call.agent is None:
+            self._note_answered_agent(chan)
+        register = call.register
+        if (
+            call.recording is not None
+            or register is None
+            or self._registers.get(snap.vars.get(VAR_REGISTER, "")) is None
+        ):
+            return out
+        if register.direction == "outbound" and not self._answered(call, call.anchor or chan):
+            return out
+        call.anchor = chan
+        call.customer_from_caller = self._customer(snap.caller_number)
+        self._start(call, chan, register, now, out)
+        return out
+
+    def recording_of(self, channel_id: str) -> uuid.UUID | None:
+        """The recording of the call this channel belongs to, if it has one."""
+        chan = self._channels.get(channel_id)
+        return chan.call.recording if chan is not None else None
+
+    def _track(self, snap: ChannelSnapshot, out: list[Command]) -> _Channel:
+        call_id = snap.linkedid
+        if call_id is None:
+            # Without linkedid the channels of a call cannot be grouped; recording each one
+            # alone risks duplicates, but losing calls is worse. ari.conf must carry it.
+            out.append(Problem("no_linkedid"))
+            call_id = snap.id
+        call = self._calls.get(call_id)
+        if call is None:
+            call = self._calls[call_id] = _Call(call_id)
+        chan = _Channel(snap.id, snap.name, snap.state, call)
+        self._channels[snap.id] = chan
+        call.channels[snap.id] = chan
+        return chan
+
+    def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command]) -> None:
+        call = chan.call
+        if var == VAR_REGISTER:
+            if call.register is None:
+                register = self._registers.get(val)
+                if register is None:
+                    if not call.unknown_register_reported:
+                        call.unknown_register_reported = True
+                        out.append(Problem("unknown_register", call.id))
+                    return
+                call.register = register
+            if call.anchor is None and call.register.name == val:
+                call.anchor = chan
+        elif var == VAR_AGENT:
+            chan.agent = val[:MAX_VALUE_LEN]
+        elif var == VAR_SERVICE_NUMBER:
+            if call.service_number is None:
+                call.service_number = val[:MAX_VALUE_LEN]
+        elif var == VAR_CUSTOMER_NUMBER:
+            call.customer_explicit = self._customer(val)
+
+    def _note_answered_agent(self, chan: _Channel) -> None:
+        """The agent is whoever answered: a queue rings every member, and each member leg
+        sets CALLREC_AGENT before it rings. A Local agent leg has answered only once both
+        halves are Up (a member whose ;2 answered but lost the race keeps its ;1 Down)."""
+        twin_name = _local_twin(chan.name)
+        twin = self._by_name(chan.call, twin_name) if twin_name else None
+        for leg, other in ((chan, twin), (twin, chan)):
+            if leg is None or not leg.agent or leg.state != "Up":
+                continue
+            if twin_name is None or (other is not None and other.state == "Up"):
+                chan.call.agent = leg.agent
+                return
+
+    @staticmethod
+    def _by_name(call: _Call, name: str) -> _Channel | None:
+        for c in call.channels.values():
+            if c.name == name:
+                return c
+        return None
+
+    def _customer(self, raw: str | None) -> tuple[str | None, str | None]:
+        # The one place a full number is read; only its masked form and HMAC are kept.
+        return mask_number(raw), number_hmac(raw, self._hmac_key)
+
+    def _maybe_start(self, call: _Call, now: float, out: list[Command]) -> None:
+        anchor, register = call.anchor, call.register
+        if anchor is None or register is None:
+            return
+        inbound = register.direction == "inbound"
+        if anchor.state == "Up" if inbound else self._answered(call, anchor):
+            self._start(call, anchor, register, now, out)
+
+    @staticmethod
+    def _answered(call: _Call, anchor: _Channel) -> bool:
+        """Outbound: some channel of the call other than the agent's own leg is Up."""
+        twin = _local_twin(anchor.name)
+        return any(c.state == "Up" and c is not anchor and c.name != twin for c in call.channels.values())
+
+    def _start(
+        self, call: _Call, anchor: _Channel, register: Register, now: float, out: list[Command]
+    ) -> None:
+        rid = self._new_id()
+        customer = call.customer_explicit or call.customer_from_caller
+        call.recording = rid
+        call.recorded_channel = anchor.id
+        out.append(
+            StartRecording(
+                recording_id=rid,
+                call_id=call.id,
+                register=register.name,
+                direction=register.direction,
+                channel_id=anchor.id,
+                channel_name=anchor.name,
+                file_path=self._file_path(rid, now),
+                answered_at=now,
+                service_number=call.service_number,
+                customer_number_masked=customer[0],
+                customer_number_hmac=customer[1],
+                agent_name=call.agent or anchor.agent,
+            )
+        )
+
+    def _destroy(
+        self,
+        chan: _Channel,
+        now: float,
+        out: list[Command],
+        *,
+        missed: bool = False,
+        interrupted: bool = False,
+    ) -> None:
+        call = chan.call
+        del self._channels[chan.id]
+        del call.channels[chan.id]
+        if call.recorded_channel == chan.id and call.recording is not None:
+            customer = call.customer_explicit or call.customer_from_caller
+            out.append(
+                FinishRecording(
+                    recording_id=call.recording,
+                    ended_at=now,
+                    service_number=call.service_number,
+                    customer_number_masked=customer[0],
+                    customer_number_hmac=customer[1],
+                    agent_name=call.agent or (call.anchor.agent if call.anchor else None),
+                    missed_end=missed,
+                    interrupted=interrupted,
+                )
+            )
+            call.recorded_channel = None
+        if call.anchor is chan:
+            call.anchor = None
+        if not call.channels:
+            del self._calls[call.id]

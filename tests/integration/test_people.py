@@ -1,0 +1,134 @@
+"""`callrec users` and `callrec audit` through the real CLI entry point, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from callrec import cli
+from callrec.access import people
+from tests.integration.access_world import restored_logging
+
+CONFIG = """
+[asterisk]
+ari_username = "callrec"
+ari_password = "x"
+ami_username = "callrec"
+ami_secret = "x"
+recordings_dir = "{dir}"
+[database]
+dsn = "{dsn}"
+[registers.customer-service]
+direction = "inbound"
+retention = "6 months"
+"""
+
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(db_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    config = tmp_path / "callrec.toml"
+    config.write_text(CONFIG.format(dir=tmp_path, dsn=db_dsn))
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        with restored_logging():  # main() points logging at pytest's stdout capture
+            code = cli.main([*argv, "--config", str(config)])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
+
+
+async def _fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+def test_users_add_list_token_disable(run: Run, db_dsn: str) -> None:
+    assert run("users", "add", "sue", "--role", "supervisor")[0] == 0
+    assert run("users", "add", "alice", "--role", "agent", "--supervisor", "sue")[0] == 0
+    assert (
+        run("users", "add", "bob", "--role", "agent", "--supervisor", "sue", "--agent-id", "PJSIP/1002")[0]
+        == 0
+    )
+    assert run("users", "add", "dana", "--role", "dpo")[0] == 0
+    code, out, err = run("users", "token", "alice")
+    token = out.strip()
+    assert code == 0 and token.startswith("callrec_") and len(token) > 40 and "shown once" in err
+    code, out, _ = run("users", "list")
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "role", "supervisor", "agent_id", "tokens", "status"]
+    assert lines[1].split() == ["alice", "agent", "sue", "alice", "1", "active"]
+    assert lines[2].split() == ["bob", "agent", "sue", "PJSIP/1002", "0", "active"]
+    assert run("users", "disable", "alice") == (0, "disabled alice; 1 token(s) revoked\n", "")
+    assert "alice" not in run("users", "list")[1] and "alice" in run("users", "list", "--all")[1]
+    rows = asyncio.run(_fetch(db_dsn, "SELECT token_sha256 FROM user_tokens"))
+    assert [bytes(r["token_sha256"]) for r in rows] == [hashlib.sha256(token.encode()).digest()]
+    audit = asyncio.run(_fetch(db_dsn, "SELECT action, user_name, client FROM audit_log ORDER BY id"))
+    assert [r["action"] for r in audit] == ["user_add"] * 4 + ["token_issue", "user_disable"]
+    assert all(r["user_name"].startswith("cli:") and r["client"] == "cli" for r in audit)
+    assert all(token not in str(r) for r in audit)
+
+
+MISTAKES = [
+    (("users", "add", "sue", "--role", "agent"), "exists already"),
+    (("users", "add", "x", "--role", "agent", "--agent-id", "sue-agent"), "belongs to another user"),
+    (("users", "add", "y", "--role", "agent", "--supervisor", "nobody"), "no user named 'nobody'"),
+    (("users", "add", "z", "--role", "agent", "--supervisor", "alice"), "must have role supervisor"),
+    (("users", "add", "bad name", "--role", "agent"), "a name is letters"),
+    (("users", "add", "w", "--role", "dpo", "--agent-id", "7"), "takes no calls"),
+    (("users", "set-supervisor", "sue", "sam"), "would make a loop"),
+    (("users", "token", "ghost"), "no user named 'ghost'"),
+    (("users", "token", "gone"), "is disabled"),
+    (("users", "token", "sue", "--days", "0"), "--days"),
+]
+
+
+def test_user_mistakes_are_one_line(run: Run) -> None:
+    run("users", "add", "sue", "--role", "supervisor", "--agent-id", "sue-agent")
+    run("users", "add", "sam", "--role", "supervisor", "--supervisor", "sue")
+    run("users", "add", "alice", "--role", "agent", "--supervisor", "sam")
+    run("users", "add", "gone", "--role", "agent")
+    run("users", "disable", "gone")
+    for argv, message in MISTAKES:
+        code, _, err = run(*argv)
+        assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err, argv
+
+
+async def test_supervisor_tree_and_loops(db_dsn: str) -> None:
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
+    try:
+        for name, role, sup in [
+            ("top", "supervisor", None),
+            ("mid", "supervisor", "top"),
+            ("a", "agent", "mid"),
+        ]:
+            await people.add_user(pool, name, role, supervisor=sup)  # type: ignore[arg-type]
+        top = await pool.fetchval("SELECT id FROM users WHERE name = 'top'")
+        assert await people.team_agent_ids(pool, top) == {"a"}
+        with pytest.raises(people.PeopleError, match="loop"):
+            await people.set_supervisor(pool, "top", "mid")
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await pool.execute("UPDATE users SET supervisor_id = id WHERE name = 'top'")
+        await people.set_supervisor(pool, "a", None)
+        assert await people.team_agent_ids(pool, top) == frozenset()
+    finally:
+        await pool.close()
+
+
+def test_audit_cli_reads_and_is_itself_audited(run: Run) -> None:
+    run("users", "add", "dana", "--role", "dpo")
+    code, out, _ = run("audit", "--action", "user_add")
+    assert code == 0 and "user_add ok/-" in out and '"name":"dana"' in out
+    code, out, _ = run("audit", "--json", "--limit", "5")
+    assert code == 0 and '"action":"audit_read"' in out

@@ -1,0 +1,70 @@
+"""The store and the migrations on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from callrec.db.pool import RecordingRow, Store, migrate
+
+
+def row(**over: object) -> RecordingRow:
+    start = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    base = dict(
+        id=uuid.uuid4(),
+        call_id="1795373223.0",
+        register_name="customer-service",
+        direction="inbound",
+        started_at=start,
+        ended_at=start + timedelta(seconds=61.25),
+        service_number="0300",
+        customer_number_masked="+358401234***",
+        customer_number_hmac=None,
+        agent_name="alice",
+        file_path="2026/01/31/x.wav",
+        file_size=1234,
+        sha256="a" * 64,
+        retention="1 months",
+    )
+    base.update(over)
+    return RecordingRow(**base)  # type: ignore[arg-type]
+
+
+async def test_insert_is_idempotent_and_computes_retention(db_dsn: str) -> None:
+    store = await Store.connect(db_dsn)
+    try:
+        r = row()
+        assert await store.insert_recording(r) is True
+        assert await store.insert_recording(r) is False
+        conn = await asyncpg.connect(db_dsn)
+        rec = await conn.fetchrow("SELECT * FROM recordings")
+        await conn.close()
+    finally:
+        await store.close()
+    assert rec["duration_seconds"] == r.duration_seconds
+    assert float(rec["duration_seconds"]) == 61.25
+    # Calendar months: 31 January + 1 month is the end of February, not 3 March.
+    assert rec["retain_until"] == datetime(2026, 2, 28, 12, 1, 1, 250000, tzinfo=UTC)
+    assert rec["legal_hold"] is False
+
+
+@pytest.mark.parametrize("bad", ["+358401234567", "0401234567", "abc***"])
+async def test_database_refuses_an_unmasked_number(db_dsn: str, bad: str) -> None:
+    store = await Store.connect(db_dsn)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await store.insert_recording(row(customer_number_masked=bad))
+    finally:
+        await store.close()
+
+
+async def test_migrate_is_idempotent(db_dsn: str) -> None:
+    assert await migrate(db_dsn) == []
+    store = await Store.connect(db_dsn)
+    try:
+        assert await store.pending_migrations() == []
+    finally:
+        await store.close()

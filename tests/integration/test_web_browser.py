@@ -1,0 +1,129 @@
+"""The web page in headless Chromium: an agent signs in, searches and plays a recording
+(HTML5 audio seeking through HTTP Range) and cannot reach another agent's recording; the DPO
+runs a data-subject search and downloads the export."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.harness.browser import Browser, Page, chromium
+from tests.integration.access_world import T0, World, world
+
+pytestmark = pytest.mark.skipif(chromium() is None, reason="needs the Debian package chromium")
+
+PLAY = """
+new Promise((resolve, reject) => {
+  const a = document.querySelector('audio');
+  const fail = () => reject(new Error('media error ' + (a.error && a.error.code)));
+  a.addEventListener('error', fail);
+  const go = () => {
+    const duration = a.duration;
+    a.addEventListener('seeked', () => {
+      const seekedTo = a.currentTime;
+      a.addEventListener('ended', () => resolve({
+        duration, seekedTo, end: a.currentTime, seekable: a.seekable.length ? a.seekable.end(0) : 0,
+      }), {once: true});
+      a.play().catch(reject);
+    }, {once: true});
+    a.currentTime = duration / 2;
+  };
+  if (a.readyState >= 1) go(); else a.addEventListener('loadedmetadata', go, {once: true});
+})
+"""
+
+
+def local(minutes: int = 0) -> str:
+    """A datetime-local value as a person types it: server time, no offset."""
+    from datetime import timedelta
+
+    return (T0 + timedelta(minutes=minutes)).astimezone().strftime("%Y-%m-%dT%H:%M")
+
+
+async def sign_in(page: Page, base: str, w: World, who: str) -> None:
+    await page.goto(base)
+    await page.submit("form[action='/signin']", {"token": w.tokens[who]})
+    assert f"{who} (" in await page.text()
+
+
+async def test_agent_searches_plays_and_cannot_reach_another_agents_recording(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    async with world(db_dsn, tmp_path) as w, Browser.launch(tmp_path / "profile") as browser:
+        base = str(w.client.make_url("/"))
+        page = await browser.new_page()
+        await sign_in(page, base, w, "alice")
+
+        await page.submit("form[action='/']", {"from": local(-60), "to": local(24 * 60)})
+        links = await page.eval("[...document.querySelectorAll('td a')].map(a => a.getAttribute('href'))")
+        assert links == [f"/recordings/{w.recs['alice']}"]
+
+        loaded = browser.expect("Page.loadEventFired", page.session)
+        await page.eval("document.querySelector('td a').click()")
+        await asyncio.wait_for(loaded, 15)
+        played = await asyncio.wait_for(page.eval(PLAY), 15)
+        assert played["duration"] == pytest.approx(0.5, abs=0.01)
+        assert played["seekedTo"] == pytest.approx(0.25, abs=0.01)
+        assert played["end"] == pytest.approx(0.5, abs=0.01) and played["seekable"] > 0
+
+        bob = w.recs["bob"]
+        await page.goto(f"{base}recordings/{bob}")
+        assert "no such recording" in await page.text()
+        status = await page.eval(f"fetch('/api/recordings/{bob}/audio').then(r => r.status)")
+        assert status == 404
+        await page.goto(base)
+        await page.submit("form[action='/']", {"agent": "bob"})
+        assert "No recordings found." in await page.text()
+
+        plays = await w.pool.fetch(
+            "SELECT recording_id, status, outcome FROM audit_log"
+            " WHERE action = 'play' AND user_name = 'alice'"
+        )
+        mine = {(r["status"], r["outcome"]) for r in plays if r["recording_id"] == w.recs["alice"]}
+        assert (206, "ok") in mine  # the player asked for byte ranges
+        assert {(r["status"], r["outcome"]) for r in plays if r["recording_id"] == bob} == {
+            (404, "not_found")
+        }
+
+
+async def test_dpo_runs_a_data_subject_search_and_an_export(db_dsn: str, tmp_path: Path) -> None:
+    async with world(db_dsn, tmp_path) as w, Browser.launch(tmp_path / "profile") as browser:
+        base = str(w.client.make_url("/"))
+        downloads = tmp_path / "downloads"
+        await browser.send(
+            "Browser.setDownloadBehavior",
+            {"behavior": "allowAndName", "downloadPath": str(downloads), "eventsEnabled": True},
+        )
+        page = await browser.new_page()
+        await sign_in(page, base, w, "dana")
+        await page.goto(f"{base}dsar")
+        await page.submit(
+            "form[action='/dsar']", {"number": "+358 40 123 4567", "at": local(5), "window_minutes": "10"}
+        )
+        text = await page.text()
+        assert "+358401234***" in text and "masked number only" in text
+        ids = await page.eval("[...document.querySelectorAll('input[name=recording_id]')].map(i => i.value)")
+        assert ids == [str(w.recs["alice"])]
+
+        done = browser.expect("Browser.downloadProgress", match=lambda p: p.get("state") == "completed")
+        await page.eval(
+            "(() => { const f = document.querySelector(\"form[action='/export']\");"
+            " f.elements.recipient.value = 'The caller'; f.elements.case_reference.value = 'DSAR-2026-7';"
+            " f.querySelector('button[type=submit]').click(); })()"
+        )
+        progress = await asyncio.wait_for(done, 15)
+        bundle = zipfile.ZipFile(io.BytesIO((downloads / progress["guid"]).read_bytes()))
+        meta = json.loads(bundle.read("metadata.json"))
+        assert meta["disclosure"] == {
+            "recipient": "The caller",
+            "legal_basis": "GDPR Art. 15",
+            "case_reference": "DSAR-2026-7",
+        }
+        assert [r["id"] for r in meta["recordings"]] == ids
+        actions = [r["action"] for r in await w.pool.fetch("SELECT action FROM audit_log ORDER BY id")]
+        assert actions == ["page", "sign_in", "page", "page", "dsar_search", "export"]
