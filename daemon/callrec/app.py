@@ -23,23 +23,25 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from callrec import __version__
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings, AriUnavailable
-from callrec.config import Settings
-from callrec.db.pool import TRANSIENT_ERRORS, Store, StoreUnavailable, close_pool
-from callrec.http.api import build_api
-from callrec.ops import metrics, sdnotify
-from callrec.recording.agi import AgiServer
-from callrec.recording.file_close import CloseWatch
-from callrec.recording.journal import Journal, PendingRecording
-from callrec.recording.outbox import Outbox
-from callrec.recording.recorder import Recorder, free_bytes
-from callrec.recording.tracker import (
+from callrec.asterisk.ari_events import (
     EVENT_TYPES,
-    CallTracker,
     MalformedEvent,
     irrelevant_raw,
     parse_channel,
     parse_event,
 )
+from callrec.config import Settings
+from callrec.db.pool import TRANSIENT_ERRORS, Store, StoreUnavailable, close_pool
+from callrec.http.api import build_api
+from callrec.ops import metrics, sdnotify
+from callrec.ops.disk import free_bytes
+from callrec.recording.agi import AgiServer
+from callrec.recording.facts import StartRecording
+from callrec.recording.file_close import CloseWatch, FileClose
+from callrec.recording.journal import Journal
+from callrec.recording.outbox import Outbox
+from callrec.recording.recorder import Recorder
+from callrec.recording.tracker import CallTracker
 from callrec.retention.sweep import Sweeper
 
 log = structlog.get_logger("callrec.app")
@@ -72,7 +74,7 @@ class App:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runners: list[web.AppRunner] = []
         self._api_pool: asyncpg.Pool | None = None
-        self._pending_at_start: list[PendingRecording] | None = None
+        self._pending_at_start: list[StartRecording] | None = None
         self._asterisk_started: str | None = None
 
     # --- event path (hot) -------------------------------------------------------------------
@@ -166,7 +168,7 @@ class App:
         if self._pending_at_start:
             log.info("recordings left by the previous run", count=len(self._pending_at_start))
         self.store = await self._connect_store()
-        self.outbox = Outbox(self.journal, self.store)
+        self.outbox = Outbox(self.journal, self.store.pool)
         self.closes = CloseWatch.open()  # None off Linux: MixMonitor leaves a marker instead
         self.recorder = Recorder(
             self.ami,
@@ -174,9 +176,8 @@ class App:
             self.outbox,
             s.registers,
             s.asterisk.recordings_dir,
-            file_wait_timeout=s.file_wait_timeout,
+            closes=FileClose(self.closes, timeout=s.file_wait_timeout),
             node=s.node,
-            closes=self.closes,
         )
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.ami.run(), "ami")

@@ -12,7 +12,7 @@ from tests.e2e.conftest import Daemon, wait_rows
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 
-from callrec.recording.tracker import EVENT_TYPES
+from callrec.asterisk.ari_events import EVENT_TYPES
 
 pytestmark = pytest.mark.e2e
 

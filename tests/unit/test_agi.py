@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from callrec.asterisk.ari_events import parse_event
 from callrec.config import Register, Retention
-from callrec.db.pool import RecordingRow
+from callrec.ops import metrics
 from callrec.recording.agi import AgiServer
-from callrec.recording.journal import PendingRecording
+from callrec.recording.facts import Recording, StartRecording
+from callrec.recording.file_close import FileClose
 from callrec.recording.recorder import Recorder
-from callrec.recording.tracker import CallTracker, parse_event
+from callrec.recording.tracker import CallTracker
 from tests.harness.asterisk import free_port
 
 REGISTERS = {"customer-service": Register("customer-service", "inbound", Retention(6, "month"))}
@@ -45,16 +47,16 @@ class Mixer:
 
 @dataclass
 class Memory:
-    pending: dict[uuid.UUID, PendingRecording] = field(default_factory=dict)
-    rows: list[RecordingRow] = field(default_factory=list)
+    pending: dict[uuid.UUID, StartRecording] = field(default_factory=dict)
+    rows: list[Recording] = field(default_factory=list)
 
-    async def begin(self, rec: PendingRecording) -> None:
+    async def begin(self, rec: StartRecording) -> None:
         self.pending[rec.recording_id] = rec
 
     async def forget(self, recording_id: uuid.UUID) -> None:
         self.pending.pop(recording_id, None)
 
-    async def put(self, row: RecordingRow) -> None:
+    async def put(self, row: Recording, retention: str) -> None:
         self.rows.append(row)
 
 
@@ -71,7 +73,7 @@ class Daemon:
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     mixer, memory = Mixer(), Memory()
     tracker = CallTracker(REGISTERS)
-    recorder = Recorder(mixer, memory, memory, REGISTERS, tmp_path, file_wait_timeout=0.1)
+    recorder = Recorder(mixer, memory, memory, REGISTERS, tmp_path, closes=FileClose(None, timeout=0.1))
     port = free_port()
     server = AgiServer(("127.0.0.1", port), tracker, recorder)
     task = asyncio.create_task(server.run())
@@ -163,11 +165,29 @@ async def test_no_recording_without_a_configured_register(daemon: Daemon, regist
     assert daemon.memory.pending == {} and daemon.mixer.started == []
 
 
+def refused_count() -> float:
+    labels = {"register": "customer-service", "reason": "mixmonitor_refused"}
+    return metrics.REGISTRY.get_sample_value("callrec_recordings_failed_total", labels) or 0.0
+
+
 async def test_a_refused_mixmonitor_is_counted_and_the_call_goes_on(daemon: Daemon) -> None:
+    before = refused_count()
+    forgotten: asyncio.Queue[uuid.UUID] = asyncio.Queue()
+    forget = daemon.memory.forget
+
+    async def forget_and_tell(recording_id: uuid.UUID) -> None:
+        await forget(recording_id)
+        forgotten.put_nowait(recording_id)
+
+    daemon.memory.forget = forget_and_tell  # type: ignore[method-assign]
     commands = await asterisk_asks(daemon.port, answering(channel_vars(), ["200 result=-2"]))
-    assert len(commands) == 2
-    await asyncio.sleep(0.05)
+    assert len(commands) == 2 and commands[1].startswith("EXEC MixMonitor ")
+    # The refusal is counted, then the journal entry is dropped: the recording's last step.
+    rid = await asyncio.wait_for(forgotten.get(), 5)
+    assert f"/{rid}.wav," in commands[1]
+    assert refused_count() - before == 1
     assert daemon.memory.pending == {}  # forgotten again: nothing to recover
+    assert daemon.memory.rows == [] and daemon.mixer.started == []  # and not retried through AMI
 
 
 async def test_hangup_lines_between_answers_are_skipped(daemon: Daemon) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
+from callrec.asterisk.ari_events import irrelevant_raw, parse_event
 from callrec.config import Register, Retention
-from callrec.recording.tracker import CallTracker, Command, irrelevant_raw, parse_event
+from callrec.recording.tracker import CallTracker, Command
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 REGISTERS = {

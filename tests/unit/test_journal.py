@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from callrec.db.pool import RecordingRow
-from callrec.recording.journal import Journal, PendingRecording
+import orjson
+
+from callrec.recording.facts import Recording, StartRecording
+from callrec.recording.journal import Journal
 
 
-def facts(n: int = 0) -> PendingRecording:
-    return PendingRecording(
+def facts(n: int = 0) -> StartRecording:
+    return StartRecording(
         recording_id=uuid.UUID(int=n + 1),
         call_id=f"1795.{n}",
         register="customer-service",
@@ -30,15 +32,16 @@ def facts(n: int = 0) -> PendingRecording:
     )
 
 
-def row(n: int = 0) -> RecordingRow:
+def row(n: int = 0) -> Recording:
     t = datetime(2026, 11, 22, tzinfo=UTC)
-    return RecordingRow(
+    return Recording(
         id=uuid.UUID(int=n + 1),
         call_id=f"1795.{n}",
         register_name="customer-service",
         direction="inbound",
         started_at=t,
         ended_at=t,
+        duration_seconds=0.0,
         service_number="0300",
         customer_number_masked="+358401234***",
         customer_number_hmac=None,
@@ -46,9 +49,9 @@ def row(n: int = 0) -> RecordingRow:
         file_path=f"2026/11/22/{n}.wav",
         file_size=10,
         sha256="0" * 64,
-        retention="1 months",
         node="pbx1",
         recovered=True,
+        interrupted=False,
     )
 
 
@@ -56,13 +59,13 @@ async def test_pending_and_outbox_survive_a_reopen(tmp_path: Path) -> None:
     j = await Journal.open(tmp_path)
     await j.begin(facts(0))
     await j.begin(facts(1))
-    await j.complete(row(1))
+    await j.complete(row(1), "1 months")
     await j.close()
     j = await Journal.open(tmp_path)
     try:
         assert await j.pending() == [facts(0)]
-        ((seq, got),) = await j.oldest(10)
-        assert got == row(1)
+        ((seq, got, retention),) = await j.oldest(10)
+        assert (got, retention) == (row(1), "1 months")
         await j.delivered(seq)
         assert await j.depth() == 0
     finally:
@@ -73,10 +76,10 @@ async def test_rows_come_out_in_order_and_reject_keeps_them_aside(tmp_path: Path
     j = await Journal.open(tmp_path)
     try:
         for n in range(5):
-            await j.complete(row(n))
+            await j.complete(row(n), "1 months")
         entries = await j.oldest(10)
-        assert [r.id.int for _, r in entries] == [1, 2, 3, 4, 5]
-        await j.reject(entries[0][0], entries[0][1], "CheckViolationError")
+        assert [r.id.int for _, r, _ in entries] == [1, 2, 3, 4, 5]
+        await j.reject(entries[0][0], entries[0][1], "1 months", "CheckViolationError")
         assert await j.depth() == 4
         kept = j.db.execute("SELECT reason FROM rejected").fetchall()
         assert kept == [("CheckViolationError",)]
@@ -110,5 +113,26 @@ async def test_a_failed_batch_fails_its_writers_and_the_journal_goes_on(tmp_path
             await j._write(("INSERT INTO nowhere VALUES (1)", ()))
         await j.begin(facts(3))
         assert [p.recording_id for p in await j.pending()] == [facts(3).recording_id]
+    finally:
+        await j.close()
+
+
+async def test_a_journal_left_by_the_previous_version_is_read(tmp_path: Path) -> None:
+    """An upgrade with recordings in flight: the old pending shape (with started_at) and the old
+    outbox row (retention inside, no duration) still come out whole."""
+    j = await Journal.open(tmp_path)
+    try:
+        old_pending = orjson.dumps(facts(0), default=str)[:-1] + b',"started_at":null}'
+        old_row = {
+            k: v for k, v in orjson.loads(orjson.dumps(row(1))).items() if k not in ("duration_seconds",)
+        }
+        old_row["ended_at"] = "2026-11-22T00:00:42.5+00:00"
+        old_row |= {"retention": "6 months"}
+        j.db.execute("INSERT INTO pending VALUES (?, ?)", (str(facts(0).recording_id), old_pending))
+        j.db.execute("INSERT INTO outbox (recording_id, row) VALUES (?, ?)", ("x", orjson.dumps(old_row)))
+        assert await j.pending() == [facts(0)]
+        ((_, got, retention),) = await j.oldest(10)
+        assert retention == "6 months"
+        assert got.duration_seconds == 42.5 and got.id == row(1).id
     finally:
         await j.close()

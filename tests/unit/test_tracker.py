@@ -10,18 +10,10 @@ from typing import Any
 
 import pytest
 
+from callrec.asterisk.ari_events import ChannelEvent, MalformedEvent, parse_channel, parse_event
 from callrec.config import Register, Retention
-from callrec.recording.tracker import (
-    CallTracker,
-    ChannelEvent,
-    FinishRecording,
-    MalformedEvent,
-    Problem,
-    StartRecording,
-    StopRecording,
-    parse_channel,
-    parse_event,
-)
+from callrec.recording.facts import StartRecording
+from callrec.recording.tracker import CallTracker, FinishRecording, Problem, StopRecording
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 REGISTERS = {
@@ -64,9 +56,9 @@ def test_inbound_call_recorded_once_on_the_customer_channel() -> None:
     (stop,) = of(StopRecording, cmds)
     (finish,) = of(FinishRecording, cmds)
     assert stop.recording_id == finish.recording_id == start.recording_id
-    assert finish.service_number == "0300"
-    assert finish.customer_number_masked == "+358401234***"
-    assert finish.agent_name == "alice"
+    assert finish.parties.service_number == "0300"
+    assert finish.parties.customer_number_masked == "+358401234***"
+    assert finish.parties.agent_name == "alice"
     assert (tracker.channel_count, tracker.call_count) == (0, 0)
 
 
@@ -83,9 +75,9 @@ def test_outbound_starts_when_the_customer_answers_not_while_ringing() -> None:
     assert any(e["channel"]["state"] == "Ringing" for e in events[:i_start])
     assert "callrec-telesales" in start.channel_name and start.direction == "outbound"
     (finish,) = of(FinishRecording, cmds)
-    assert finish.customer_number_masked == "0401234***"
-    assert finish.agent_name == "bob"
-    assert finish.service_number == "0201234567"
+    assert finish.parties.customer_number_masked == "0401234***"
+    assert finish.parties.agent_name == "bob"
+    assert finish.parties.service_number == "0201234567"
 
 
 def test_queue_agent_is_the_member_who_answered() -> None:
@@ -93,7 +85,7 @@ def test_queue_agent_is_the_member_who_answered() -> None:
     cmds = replay(CallTracker(REGISTERS), transcript("queue"))
     assert len(of(StartRecording, cmds)) == 1
     (finish,) = of(FinishRecording, cmds)
-    assert finish.agent_name == "alice"
+    assert finish.parties.agent_name == "alice"
 
 
 def test_call_without_register_is_never_recorded() -> None:
@@ -233,7 +225,7 @@ def test_customer_number_variable_wins_and_is_masked_at_once() -> None:
     )
     t.handle(ev("ChannelStateChange", chan("a")), 1)
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 2)
-    assert finish.customer_number_masked == "0407654***"
+    assert finish.parties.customer_number_masked == "0407654***"
     assert "4321" not in repr(t.__dict__)
 
 
@@ -245,7 +237,7 @@ def test_anonymous_caller_has_no_number(number: str) -> None:
         0,
     )
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a", number=number)), 1)
-    assert finish.customer_number_masked is None
+    assert finish.parties.customer_number_masked is None
 
 
 def test_missing_linkedid_is_reported_and_the_call_still_recorded() -> None:
@@ -262,7 +254,7 @@ def test_hostile_values_are_capped() -> None:
     t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_SERVICE_NUMBER", value="9" * 5000), 0)
     t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 1)
-    assert len(finish.agent_name) == 128 and len(finish.service_number) == 128
+    assert len(finish.parties.agent_name) == 128 and len(finish.parties.service_number) == 128
 
 
 @pytest.mark.parametrize(
@@ -300,7 +292,7 @@ def test_hmac_of_the_customer_number_with_a_key() -> None:
     t = CallTracker(REGISTERS, hmac_key=key)
     t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 1)
-    assert finish.customer_number_hmac == number_hmac("+358401234567", key)
+    assert finish.parties.customer_number_hmac == number_hmac("+358401234567", key)
     assert "4567" not in repr(t.__dict__)
 
 
@@ -327,7 +319,7 @@ def test_claim_starts_before_the_answer_and_the_answer_starts_nothing_more() -> 
         StopRecording(start.recording_id, "PJSIP/a-0001", 4)
     ]
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 5)
-    assert isinstance(finish, FinishRecording) and finish.service_number == "0300"
+    assert isinstance(finish, FinishRecording) and finish.parties.service_number == "0300"
 
 
 def test_claim_of_a_channel_not_seen_yet_over_ari() -> None:

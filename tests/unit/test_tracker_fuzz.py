@@ -14,8 +14,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callrec.asterisk.ari_events import parse_event
 from callrec.config import Register, Retention
-from callrec.recording.tracker import CallTracker, FinishRecording, StartRecording, StopRecording, parse_event
+from callrec.recording.facts import StartRecording
+from callrec.recording.tracker import CallTracker, FinishRecording, StopRecording
 
 REGISTERS = {
     "in": Register("in", "inbound", Retention(1, "month")),
@@ -114,7 +116,7 @@ def test_invariants_hold_for_any_sequence(events: list[dict[str, Any]]) -> None:
                 assert cmd.recording_id in started and cmd.recording_id not in finished
                 finished.add(cmd.recording_id)
                 active.pop(started[cmd.recording_id].call_id)
-                masked = cmd.customer_number_masked
+                masked = cmd.parties.customer_number_masked
                 assert masked is None or MASKED.match(masked)
     assert set(started) == finished, "every started recording finishes exactly once"
     assert (tracker.channel_count, tracker.call_count, tracker.recording_count) == (0, 0, 0)

@@ -31,8 +31,11 @@ from typing import Final
 
 import structlog
 
-from callrec.recording.recorder import AttachUnavailable, Recorder, StartRefused
-from callrec.recording.tracker import CONTRACT_VARS, CallTracker, ChannelSnapshot, StartRecording
+from callrec.asterisk.ari_events import CONTRACT_VARS, ChannelSnapshot
+from callrec.recording.facts import StartRecording
+from callrec.recording.mixmonitor import AttachUnavailable, StartRefused
+from callrec.recording.recorder import Recorder
+from callrec.recording.tracker import CallTracker
 
 log = structlog.get_logger("callrec.agi")
 

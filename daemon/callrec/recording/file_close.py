@@ -1,4 +1,7 @@
-"""Knowing that Asterisk has closed a recording, at no cost to Asterisk (Linux inotify).
+"""Knowing that Asterisk has closed a recording: ``FileClose`` is the one strategy the
+recorder asks, with three ways of telling, cheapest first (docs/asterisk.md#inotify-in_close_write):
+inotify (``CloseWatch``), MixMonitor's marker file, and, for a call that ended while no daemon
+watched, a file quiet for longer than MixMonitor ever pauses.
 
 The first signal used here was MixMonitor's post-process command, ``touch <file>.done``: it runs
 only after the file is closed. But Asterisk runs it through ``ast_safe_system()``, a fork() of
@@ -16,18 +19,27 @@ place (asterisk.conf ``cache_record_files = no``, the default). Where inotify is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import os
 import struct
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import structlog
 
+from callrec.recording.layout import marker_of
+
 log = structlog.get_logger("callrec.closewatch")
+
+# A recording still open is written every 20 ms, so a file this many seconds quiet is closed.
+QUIET_SECONDS: Final = 2.0
 
 # <sys/inotify.h>
 _IN_CLOSE_WRITE: Final = 0x00000008
@@ -136,3 +148,90 @@ class CloseWatch:
             event = self._expected.get(directory / os.fsdecode(name))
             if event is not None:
                 event.set()
+
+
+@dataclass(slots=True)
+class PendingClose:
+    """What the recorder waits for on one recording's file."""
+
+    path: Path
+    closed: asyncio.Event | None
+    """Set by inotify when Asterisk closes the file; ``None``: the marker tells instead."""
+    uses_marker: bool
+    """MixMonitor was (or may have been) told to leave the marker, so it is removed at the end."""
+
+    @property
+    def marker(self) -> Path:
+        return marker_of(self.path)
+
+    @property
+    def command(self) -> str:
+        """MixMonitor's post-process command: none where inotify tells (its fork costs Asterisk
+        more than the call itself, docs/asterisk.md#post-process-command-forks-asterisk)."""
+        return f"touch {self.marker}" if self.uses_marker else ""
+
+
+class FileClose:
+    """The recorder's one way to learn that a recording's file is complete."""
+
+    def __init__(
+        self, watch: CloseWatch | None, *, timeout: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._watch = watch
+        self._timeout = timeout
+        self._clock = clock
+
+    def expect(self, path: Path, *, ours: bool) -> PendingClose:
+        """Before MixMonitor opens ``path``. ``ours``: this run starts MixMonitor, so it decides
+        whether the marker is needed; otherwise a previous run may have asked for one."""
+        if self._watch is not None and self._watch.watch(path.parent):
+            return PendingClose(path, self._watch.expect(path), uses_marker=not ours)
+        return PendingClose(path, None, uses_marker=True)
+
+    async def wait(self, pending: PendingClose, *, missed_end: bool, interrupted: bool) -> bool:
+        """True once Asterisk has closed the file; False if not confirmed within the timeout."""
+        if interrupted:
+            # After an Asterisk restart no MixMonitor survives to close the file or leave a
+            # marker: the file is as the crash left it.
+            return await asyncio.to_thread(pending.marker.exists)
+        if pending.closed is None:
+            return await self._wait_for_marker(pending.marker)
+        if missed_end and not pending.closed.is_set():
+            # The call ended while no daemon watched: MixMonitor closed the file right after,
+            # so its close came before our watch, unless that end was a moment ago.
+            mtime = await asyncio.to_thread(mtime_of, pending.path)
+            if mtime is not None and self._clock() - mtime > QUIET_SECONDS:
+                return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pending.closed.wait(), self._timeout)
+            return True
+        # A recording a previous run started with the marker command may have closed unseen.
+        return pending.uses_marker and await asyncio.to_thread(pending.marker.exists)
+
+    async def release(self, pending: PendingClose, *, remove_marker: bool) -> None:
+        """Stop watching; remove the marker once the row is safe."""
+        if pending.closed is not None and self._watch is not None:
+            self._watch.forget(pending.path)
+        if remove_marker and pending.uses_marker:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(pending.marker.unlink)
+
+    async def _wait_for_marker(self, marker: Path) -> bool:
+        # Only where inotify is missing (not Linux): no notification is portable to every
+        # Asterisk host, and the marker usually appears within milliseconds of the hangup.
+        deadline = time.monotonic() + self._timeout
+        delay = 0.01
+        while True:
+            if await asyncio.to_thread(marker.exists):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def mtime_of(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None

@@ -21,14 +21,13 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from callrec.db.pool import RecordingRow
+from callrec.recording.facts import Recording, StartRecording
 
 T = TypeVar("T")
 _Statement = tuple[str, tuple[Any, ...]]
@@ -52,43 +51,22 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRecording:
-    """What is known of a recording when MixMonitor is asked to start."""
-
-    recording_id: uuid.UUID
-    call_id: str
-    register: str
-    direction: str
-    channel_id: str
-    channel_name: str
-    file_path: str
-    answered_at: float
-    service_number: str | None
-    customer_number_masked: str | None
-    customer_number_hmac: str | None
-    agent_name: str | None
-    started_at: float | None = None
-    """When MixMonitor was accepted; ``None`` while the answer is outstanding."""
-
-
-def _row_to_json(row: RecordingRow) -> bytes:
+def _row_to_json(row: Recording, retention: str) -> bytes:
     # orjson encodes a dataclass as asdict() would, without asdict()'s deep copy (hot path).
-    return orjson.dumps(row, default=str)
+    # The retention travels beside the row: PostgreSQL computes retain_until from it.
+    data = orjson.dumps(row, default=str)
+    return data[:-1] + b',"retention":' + orjson.dumps(retention) + b"}"
 
 
-def _row_from_json(data: bytes) -> RecordingRow:
+def _row_from_json(data: bytes) -> tuple[Recording, str]:
     d: dict[str, Any] = orjson.loads(data)
-    d["id"] = uuid.UUID(d["id"])
-    d["started_at"] = datetime.fromisoformat(d["started_at"])
-    d["ended_at"] = datetime.fromisoformat(d["ended_at"])
-    return RecordingRow(**d)
-
-
-def _pending_from_json(data: bytes) -> PendingRecording:
-    d: dict[str, Any] = orjson.loads(data)
-    d["recording_id"] = uuid.UUID(d["recording_id"])
-    return PendingRecording(**d)
+    retention = str(d.pop("retention"))
+    if "duration_seconds" not in d:  # a journal written before the row carried its duration
+        seconds = (
+            datetime.fromisoformat(d["ended_at"]) - datetime.fromisoformat(d["started_at"])
+        ).total_seconds()
+        d["duration_seconds"] = round(max(seconds, 0.0), 3)
+    return Recording.from_json(d), retention
 
 
 class Journal:
@@ -175,7 +153,7 @@ class Journal:
 
     # --- pending ----------------------------------------------------------------------------
 
-    async def begin(self, rec: PendingRecording) -> None:
+    async def begin(self, rec: StartRecording) -> None:
         facts = orjson.dumps(rec, default=str)
         await self._write(
             (
@@ -187,37 +165,40 @@ class Journal:
     async def forget(self, recording_id: uuid.UUID) -> None:
         await self._write(("DELETE FROM pending WHERE recording_id = ?", (str(recording_id),)))
 
-    async def pending(self) -> list[PendingRecording]:
+    async def pending(self) -> list[StartRecording]:
         rows = await self._call(lambda: self.db.execute("SELECT facts FROM pending").fetchall())
-        return [_pending_from_json(r[0]) for r in rows]
+        return [StartRecording.from_json(orjson.loads(r[0])) for r in rows]
 
     # --- outbox -----------------------------------------------------------------------------
 
-    async def complete(self, row: RecordingRow) -> None:
+    async def complete(self, row: Recording, retention: str) -> None:
         """Move a recording from pending to the outbox atomically: a crash leaves it in
         exactly one of the two."""
         rid = str(row.id)
         await self._write(
             ("DELETE FROM pending WHERE recording_id = ?", (rid,)),
-            ("INSERT OR IGNORE INTO outbox (recording_id, row) VALUES (?, ?)", (rid, _row_to_json(row))),
+            (
+                "INSERT OR IGNORE INTO outbox (recording_id, row) VALUES (?, ?)",
+                (rid, _row_to_json(row, retention)),
+            ),
         )
 
-    async def oldest(self, limit: int) -> list[tuple[int, RecordingRow]]:
+    async def oldest(self, limit: int) -> list[tuple[int, Recording, str]]:
         rows = await self._call(
             lambda: self.db.execute("SELECT seq, row FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
         )
-        return [(seq, _row_from_json(data)) for seq, data in rows]
+        return [(seq, *_row_from_json(data)) for seq, data in rows]
 
     async def delivered(self, *seqs: int) -> None:
         """PostgreSQL has these rows: one commit for a whole batch of them."""
         if seqs:
             await self._write(*(("DELETE FROM outbox WHERE seq = ?", (seq,)) for seq in seqs))
 
-    async def reject(self, seq: int, row: RecordingRow, reason: str) -> None:
+    async def reject(self, seq: int, row: Recording, retention: str, reason: str) -> None:
         await self._write(
             (
                 "INSERT OR REPLACE INTO rejected (recording_id, row, reason) VALUES (?, ?, ?)",
-                (str(row.id), _row_to_json(row), reason),
+                (str(row.id), _row_to_json(row, retention), reason),
             ),
             ("DELETE FROM outbox WHERE seq = ?", (seq,)),
         )

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 
 import asyncpg
 import structlog
 
-from callrec.db.pool import RecordingRow, Store, StoreUnavailable
+from callrec.db import recordings
+from callrec.db.pool import StoreUnavailable
 from callrec.ops import metrics
+from callrec.recording.facts import Recording
 from callrec.recording.journal import Journal
+from callrec.retry import Backoff
 
 log = structlog.get_logger("callrec.outbox")
 _BATCH = 100
@@ -21,20 +23,19 @@ _BATCH = 100
 class Outbox:
     """``put`` makes a row durable locally at once; ``run`` delivers it when it can."""
 
-    def __init__(self, journal: Journal, store: Store, *, backoff_max: float = 10.0) -> None:
+    def __init__(self, journal: Journal, db: recordings.Writer, *, backoff_max: float = 10.0) -> None:
         self._journal = journal
-        self._store = store
-        self._backoff_max = backoff_max
+        self._db = db
+        self._backoff = Backoff(initial=1.0, maximum=backoff_max)
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
 
-    async def put(self, row: RecordingRow) -> None:
-        await self._journal.complete(row)
+    async def put(self, row: Recording, retention: str) -> None:
+        await self._journal.complete(row, retention)
         self._empty.clear()
         self._wake.set()
 
     async def run(self) -> None:
-        delay = 0.5
         while True:
             self._wake.clear()
             batch = await self._journal.oldest(_BATCH)
@@ -48,30 +49,30 @@ class Outbox:
             # a crash in between only replays rows PostgreSQL then ignores as duplicates.
             delivered: list[int] = []
             try:
-                for seq, row in batch:
-                    if await self._deliver(seq, row):
+                for seq, row, retention in batch:
+                    if await self._deliver(seq, row, retention):
                         delivered.append(seq)
-                delay = 0.5
+                self._backoff.reset()
                 metrics.CONNECTION_UP.labels(connection="database").set(1)
             except StoreUnavailable as exc:
                 metrics.CONNECTION_UP.labels(connection="database").set(0)
                 metrics.DB_WRITE_RETRIES.inc()
+                delay = self._backoff.next_delay()
                 log.warning(
                     "database unavailable; rows kept in the journal",
                     error=str(exc)[:200],
                     retry_in=round(delay, 2),
                 )
                 # A new row must not shortcut the backoff: the database is what we wait for.
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self._backoff_max)
+                await self._backoff.wait(delay)
             finally:
                 await self._journal.delivered(*delivered)
 
-    async def _deliver(self, seq: int, row: RecordingRow) -> bool:
+    async def _deliver(self, seq: int, row: Recording, retention: str) -> bool:
         """True once PostgreSQL has the row; False if it refused it for good (set aside)."""
         t0 = time.perf_counter()
         try:
-            inserted = await self._store.insert_recording(row)
+            inserted = await recordings.insert(self._db, row, retention)
         except asyncpg.PostgresError as exc:
             # Not an outage: this row can never be written as it is. Keep it aside, go on.
             log.error(
@@ -82,7 +83,7 @@ class Outbox:
                 error=type(exc).__name__,
             )
             metrics.RECORDINGS_FAILED.labels(register=row.register_name, reason="row_rejected").inc()
-            await self._journal.reject(seq, row, type(exc).__name__)
+            await self._journal.reject(seq, row, retention, type(exc).__name__)
             return False
         metrics.DB_WRITE_SECONDS.observe(time.perf_counter() - t0)
         if inserted:
@@ -92,7 +93,7 @@ class Outbox:
                 call_id=row.call_id,
                 register=row.register_name,
                 recording_id=str(row.id),
-                duration_seconds=float(row.duration_seconds),
+                duration_seconds=row.duration_seconds,
                 bytes=row.file_size,
                 recovered=row.recovered,
                 interrupted=row.interrupted,

@@ -1,8 +1,8 @@
-"""Carries out the tracker's commands: MixMonitor through AMI, then the row.
+"""Carries out the tracker's commands: one owned task per recording walks it through its
+lifecycle (recording/lifecycle.py) from the journal to the row.
 
-Each recording is one owned task that walks journal -> MixMonitor -> stop -> file closed ->
-row in the outbox. The journal entry is written before MixMonitor is asked, so a crash at
-any point leaves either a live call to adopt or a file to recover a row from.
+The journal entry is written before MixMonitor is asked, so a crash at any point leaves either
+a live call to adopt or a file to recover a row from (docs/architecture.md#nothing-lost).
 """
 
 from __future__ import annotations
@@ -10,78 +10,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
-from callrec.asterisk.ami import AmiError, AmiUnavailable
 from callrec.config import Register
-from callrec.db.pool import RecordingRow
 from callrec.ops import metrics
-from callrec.recording.file_close import CloseWatch
-from callrec.recording.journal import PendingRecording
-from callrec.recording.tracker import Command, FinishRecording, Problem, StartRecording, StopRecording
+from callrec.recording import mixmonitor
+from callrec.recording.facts import Parties, Recording, StartRecording
+from callrec.recording.file_close import FileClose, PendingClose, mtime_of
+from callrec.recording.lifecycle import Failure, Lifecycle, State
+from callrec.recording.mixmonitor import Attach, Mixer
+from callrec.recording.tracker import Command, FinishRecording, Problem, StopRecording
 
 log = structlog.get_logger("callrec.recorder")
-
-# MixMonitor runs its post-process command only after it has closed the file, whatever
-# ended the recording (StopMixMonitor or the channel going away; DESIGN.md). The marker
-# it leaves is the one reliable "file complete" signal: there is no MixMonitorStop event
-# for a plain hangup, and StopMixMonitor at hangup often answers "No such channel".
-MARKER_SUFFIX = ".done"
-# Where Linux inotify is there (closewatch.py), the file's own close is the signal and Asterisk
-# runs no command: its fork() per call cost the PBX more than the call itself. A recording
-# still open is written every 20 ms, so a file this many seconds quiet is closed.
-_QUIET_SECONDS = 2.0
-
-
-class Mixer(Protocol):
-    """What the recorder needs of the AMI client."""
-
-    @property
-    def connected(self) -> bool: ...
-    async def wait_connected(self) -> None: ...
-    async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None: ...
-    async def stop_mix_monitor(self, channel: str) -> None: ...
-
-
-class StartRefused(Exception):
-    """MixMonitor surely did not start (raised by an ``Attach``)."""
-
-
-class AttachUnavailable(Exception):
-    """Raised by an ``Attach`` that can no longer reach the call (the AGI session is over)
-    before it asked for anything: MixMonitor is then started through AMI after all."""
-
-
-Attach = Callable[[str, str], Awaitable[None]]
-"""AGI mode: runs MixMonitor(file, command) on the call's own channel (no command if ""). Raises
-StartRefused if it surely did not run; any other exception leaves that open (the file decides)."""
 
 
 class PendingLog(Protocol):
     """Where recordings in progress are remembered (the journal)."""
 
-    async def begin(self, rec: PendingRecording) -> None: ...
+    async def begin(self, rec: StartRecording) -> None: ...
     async def forget(self, recording_id: uuid.UUID) -> None: ...
 
 
 class RowSink(Protocol):
     """Where finished rows go (the outbox); also drops the pending entry."""
 
-    async def put(self, row: RecordingRow) -> None: ...
+    async def put(self, row: Recording, retention: str) -> None: ...
 
 
 @dataclass(eq=False)
 class _Recording:
-    facts: PendingRecording
+    facts: StartRecording
+    life: Lifecycle = field(default_factory=Lifecycle)
     stop_at: float | None = None
     """When the recorded channel began to hang up (StopRecording)."""
     finish: FinishRecording | None = None
@@ -93,10 +59,16 @@ class _Recording:
     """AGI mode: how MixMonitor is started instead of the AMI action."""
     attached: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     """True once MixMonitor runs (or may run); False if it surely does not."""
-    closed: asyncio.Event | None = None
-    """Set when Asterisk closes the file (inotify); None: wait for the marker instead."""
-    uses_marker: bool = True
-    """MixMonitor was (or may have been) given the marker command, so delete the marker."""
+    close: PendingClose | None = None
+
+    def settle(self, running: bool) -> None:
+        if not self.attached.done():
+            self.attached.set_result(running)
+
+    async def until_finished(self) -> None:
+        while self.finish is None:
+            self.changed.clear()
+            await self.changed.wait()
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -110,13 +82,6 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, sha.hexdigest()
 
 
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-
-
 class Recorder:
     """Owns one task per recording in progress."""
 
@@ -128,10 +93,9 @@ class Recorder:
         registers: Mapping[str, Register],
         recordings_dir: Path,
         *,
-        file_wait_timeout: float = 30.0,
+        closes: FileClose,
         node: str = "",
         clock: Callable[[], float] = time.time,
-        closes: CloseWatch | None = None,
     ) -> None:
         self._mixer = mixer
         self._closes = closes
@@ -139,7 +103,6 @@ class Recorder:
         self._sink = sink
         self._registers = registers
         self._dir = recordings_dir
-        self._file_wait_timeout = file_wait_timeout
         self._node = node
         self._clock = clock
         self._active: dict[uuid.UUID, _Recording] = {}
@@ -153,6 +116,10 @@ class Recorder:
     @property
     def active(self) -> int:
         return len(self._active)
+
+    def state_of(self, recording_id: uuid.UUID) -> State | None:
+        rec = self._active.get(recording_id)
+        return rec.life.state if rec is not None else None
 
     def execute(self, commands: list[Command]) -> None:
         """Take the tracker's commands; never blocks, never raises."""
@@ -191,33 +158,19 @@ class Recorder:
         return rec is not None and await asyncio.shield(rec.attached)
 
     def _start(self, cmd: StartRecording, attach: Attach | None = None) -> _Recording | None:
+        rec = _Recording(cmd, attach=attach)
         if not self.accepting:
             log.warning(
                 "call answered during shutdown, left to the next start",
                 call_id=cmd.call_id,
                 register=cmd.register,
             )
-            metrics.RECORDINGS_FAILED.labels(register=cmd.register, reason="shutting_down").inc()
+            self._failed(rec, "shutting_down")
             return None
-        facts = PendingRecording(
-            recording_id=cmd.recording_id,
-            call_id=cmd.call_id,
-            register=cmd.register,
-            direction=cmd.direction,
-            channel_id=cmd.channel_id,
-            channel_name=cmd.channel_name,
-            file_path=cmd.file_path,
-            answered_at=cmd.answered_at,
-            service_number=cmd.service_number,
-            customer_number_masked=cmd.customer_number_masked,
-            customer_number_hmac=cmd.customer_number_hmac,
-            agent_name=cmd.agent_name,
-        )
-        rec = _Recording(facts, attach=attach)
         self._spawn(rec, self._lifecycle)
         return rec
 
-    def adopt(self, facts: PendingRecording) -> None:
+    def adopt(self, facts: StartRecording) -> None:
         """Take over a recording a previous run started on a channel that is still up."""
         metrics.RECORDINGS_ADOPTED.inc()
         log.info(
@@ -226,25 +179,21 @@ class Recorder:
             register=facts.register,
             recording_id=str(facts.recording_id),
         )
-        rec = _Recording(facts)
-        rec.attached.set_result(True)
+        rec = _Recording(facts, life=Lifecycle.adopted())
+        rec.settle(True)
         self._spawn(rec, self._resume)
 
-    def recover(self, facts: PendingRecording, *, interrupted: bool) -> None:
+    def recover(self, facts: StartRecording, *, interrupted: bool) -> None:
         """A recording whose call ended while no daemon watched: its row comes from the file."""
-        rec = _Recording(facts)
+        rec = _Recording(facts, life=Lifecycle.recovered())
         rec.finish = FinishRecording(
             recording_id=facts.recording_id,
             ended_at=self._clock(),
-            service_number=facts.service_number,
-            customer_number_masked=facts.customer_number_masked,
-            customer_number_hmac=facts.customer_number_hmac,
-            agent_name=facts.agent_name,
+            parties=_parties_of(facts),
             missed_end=True,
             interrupted=interrupted,
         )
-        rec.changed.set()
-        rec.attached.set_result(False)
+        rec.settle(False)
         self._spawn(rec, self._resume)
 
     def _spawn(self, rec: _Recording, body: Callable[[_Recording], object]) -> None:
@@ -277,8 +226,18 @@ class Recorder:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         return left
 
-    def _bound(self, facts: PendingRecording) -> structlog.BoundLogger:
-        return log.bind(call_id=facts.call_id, register=facts.register, recording_id=str(facts.recording_id))  # type: ignore[no-any-return]
+    @staticmethod
+    def _bound(facts: StartRecording) -> structlog.typing.FilteringBoundLogger:
+        bound: structlog.typing.FilteringBoundLogger = log.bind(
+            call_id=facts.call_id, register=facts.register, recording_id=str(facts.recording_id)
+        )
+        return bound
+
+    def _failed(self, rec: _Recording, reason: Failure) -> None:
+        rec.life.fail(reason)
+        metrics.RECORDINGS_FAILED.labels(register=rec.facts.register, reason=reason).inc()
+
+    # --- the lifecycle ----------------------------------------------------------------------
 
     async def _lifecycle(self, rec: _Recording) -> None:
         facts = rec.facts
@@ -289,121 +248,70 @@ class Recorder:
                 # Once per day folder: a thread hop per call would delay every MixMonitor.
                 await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
                 self._made_dirs = {path.parent}
-            if self._expect_close(rec, path):
-                rec.uses_marker = False
+            rec.close = self._closes.expect(path, ours=True)
             await self._pending.begin(facts)
-            started_at = await self._start_mixmonitor(rec, path, bound)
-            if not rec.attached.done():
-                rec.attached.set_result(started_at is not None)
-            if started_at is None:
+            rec.life.to(State.JOURNALED)
+            rec.life.to(State.STARTING)
+            via, failure = await mixmonitor.start(
+                self._mixer,
+                rec.attach,
+                facts.channel_name,
+                path,
+                rec.close.command,
+                ended=rec.until_finished,
+                has_ended=lambda: rec.finish is not None,
+                bound=bound,
+            )
+            if failure is not None:
+                rec.settle(False)
+                self._failed(rec, failure)
                 await self._pending.forget(facts.recording_id)
                 return
+            rec.settle(True)
+            started_at = self._clock()
+            rec.life.to(State.RECORDING)
+            metrics.RECORDINGS_STARTED.labels(register=facts.register).inc()
+            metrics.ANSWER_TO_MIXMONITOR.observe(max(started_at - facts.answered_at, 0.0))
+            bound.info("recording started", channel=facts.channel_id, via=via)
             await self._until_end(rec)
             await self._finalise(rec, path, started_at, bound)
         finally:
-            if not rec.attached.done():
-                rec.attached.set_result(False)
-            self._forget(facts.recording_id)
+            rec.settle(False)
+            await self._forget(rec)
 
     async def _resume(self, rec: _Recording) -> None:
         facts = rec.facts
+        path = self._dir / facts.file_path
         try:
-            self._expect_close(rec, self._dir / facts.file_path)
-            await self._until_end(rec)
-            started = facts.started_at if facts.started_at is not None else facts.answered_at
-            await self._finalise(rec, self._dir / facts.file_path, started, self._bound(facts))
+            rec.close = self._closes.expect(path, ours=False)
+            if rec.life.state is State.RECORDING:
+                await self._until_end(rec)
+            await self._finalise(rec, path, facts.answered_at, self._bound(facts))
         finally:
-            self._forget(facts.recording_id)
-
-    def _forget(self, recording_id: uuid.UUID) -> None:
-        rec = self._active.pop(recording_id, None)
-        if rec is not None and rec.closed is not None and self._closes is not None:
-            self._closes.forget(self._dir / rec.facts.file_path)
-        metrics.RECORDINGS_ACTIVE.set(len(self._active))
+            await self._forget(rec)
 
     async def _until_end(self, rec: _Recording) -> None:
         while rec.finish is None and rec.stop_at is None:
             rec.changed.clear()
             await rec.changed.wait()
         if rec.finish is None:
-            # Closes the file at the hangup itself rather than when the channel is freed.
-            with contextlib.suppress(AmiError, AmiUnavailable, ValueError):
-                await self._mixer.stop_mix_monitor(rec.facts.channel_name)
-        await _finished(rec)
-
-    async def _start_mixmonitor(
-        self, rec: _Recording, path: Path, bound: structlog.BoundLogger
-    ) -> float | None:
-        """Returns when MixMonitor was accepted, or ``None`` if it surely was not."""
-        facts = rec.facts
-        if rec.attach is not None:
-            try:
-                return await self._attach_in_call(rec, rec.attach, path, bound)
-            except AttachUnavailable:
-                bound.warning("agi session over before mixmonitor; starting it through ami")
-        while not self._mixer.connected:
-            # Not sent yet, so waiting for AMI and sending then cannot record twice.
-            await _first_of(self._mixer.wait_connected(), _finished(rec))
-            if rec.finish is not None:
-                bound.error("call ended before AMI was back: not recorded")
-                metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="ami_down").inc()
-                return None
-        try:
-            await self._mixer.mix_monitor(
-                facts.channel_name,
-                str(path),
-                command=f"touch {path}{MARKER_SUFFIX}" if rec.uses_marker else "",
-            )
-        except (AmiError, ValueError) as exc:
-            bound.error("mixmonitor refused", message=str(exc)[:200])
-            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="mixmonitor_refused").inc()
-            return None
-        except AmiUnavailable:
-            # The action may have run: never send it again (a second MixMonitor on the same
-            # file would corrupt it). Whether a file appears decides at the end.
-            bound.warning("mixmonitor answer lost; the file will tell")
-        return self._started(facts, bound, "ami")
-
-    async def _attach_in_call(
-        self, rec: _Recording, attach: Attach, path: Path, bound: structlog.BoundLogger
-    ) -> float | None:
-        facts = rec.facts
-        try:
-            await attach(str(path), f"touch {path}{MARKER_SUFFIX}" if rec.uses_marker else "")
-        except StartRefused as exc:
-            bound.error("mixmonitor refused", message=str(exc)[:200], via="agi")
-            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="mixmonitor_refused").inc()
-            return None
-        except AttachUnavailable:
-            raise
-        except Exception as exc:
-            # As with a lost AMI answer: it may have run, so it is never tried again.
-            bound.warning("mixmonitor answer lost; the file will tell", error=type(exc).__name__, via="agi")
-        return self._started(facts, bound, "agi")
-
-    def _started(self, facts: PendingRecording, bound: structlog.BoundLogger, via: str) -> float:
-        now = self._clock()
-        metrics.RECORDINGS_STARTED.labels(register=facts.register).inc()
-        metrics.ANSWER_TO_MIXMONITOR.observe(max(now - facts.answered_at, 0.0))
-        bound.info("recording started", channel=facts.channel_id, via=via)
-        return now
+            rec.life.to(State.STOPPING)
+            await mixmonitor.stop(self._mixer, rec.facts.channel_name)
+        await rec.until_finished()
+        rec.life.to(State.ENDED)
 
     async def _finalise(
-        self, rec: _Recording, path: Path, started_at: float, bound: structlog.BoundLogger
+        self, rec: _Recording, path: Path, started_at: float, bound: structlog.typing.FilteringBoundLogger
     ) -> None:
-        facts, fin = rec.facts, rec.finish
-        assert fin is not None
-        marker = path.with_name(path.name + MARKER_SUFFIX)
-        # After an Asterisk restart no MixMonitor survives to leave a marker: the file is as
-        # the crash left it. Otherwise wait for Asterisk to close it.
-        closed = (
-            await asyncio.to_thread(marker.exists) if fin.interrupted else await self._wait_closed(rec, path)
-        )
+        facts, fin, close = rec.facts, rec.finish, rec.close
+        assert fin is not None and close is not None
+        closed = await self._closes.wait(close, missed_end=fin.missed_end, interrupted=fin.interrupted)
+        rec.life.to(State.CLOSED)
         try:
             size, sha = await asyncio.to_thread(file_digest, path)
         except FileNotFoundError:
             bound.error("mixmonitor wrote no file")
-            metrics.RECORDINGS_FAILED.labels(register=facts.register, reason="no_file").inc()
+            self._failed(rec, "no_file")
             await self._pending.forget(facts.recording_id)
             return
         if not closed and not fin.interrupted:
@@ -412,8 +320,8 @@ class Recorder:
         if fin.missed_end:
             # The end was not seen: the file's last write is the best evidence of it.
             ended_at = (
-                await asyncio.to_thread(_mtime, marker)
-                or await asyncio.to_thread(_mtime, path)
+                await asyncio.to_thread(mtime_of, close.marker)
+                or await asyncio.to_thread(mtime_of, path)
                 or fin.ended_at
             )
             metrics.RECORDINGS_RECOVERED.labels(
@@ -421,32 +329,28 @@ class Recorder:
             ).inc()
         else:
             ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
-        row = RecordingRow(
-            id=facts.recording_id,
-            call_id=facts.call_id,
-            register_name=facts.register,
-            direction=facts.direction,
-            started_at=datetime.fromtimestamp(started_at, UTC),
-            ended_at=datetime.fromtimestamp(max(ended_at, started_at), UTC),
-            service_number=fin.service_number,
-            customer_number_masked=fin.customer_number_masked,
-            customer_number_hmac=fin.customer_number_hmac,
-            agent_name=fin.agent_name,
-            file_path=facts.file_path,
+        row = Recording.finished(
+            facts,
+            started_at=started_at,
+            ended_at=ended_at,
             file_size=size,
             sha256=sha,
-            retention=self._retention(facts.register, bound),
             node=self._node,
             recovered=fin.missed_end and not fin.interrupted,
             interrupted=fin.interrupted,
+            parties=fin.parties,
         )
-        await self._sink.put(row)
-        if rec.uses_marker:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(marker.unlink)
-        bound.info("recording finished", duration_seconds=float(row.duration_seconds), bytes=size)
+        await self._sink.put(row, self._retention(facts.register, bound))
+        rec.life.to(State.STORED)
+        bound.info("recording finished", duration_seconds=row.duration_seconds, bytes=size)
 
-    def _retention(self, register: str, bound: structlog.BoundLogger) -> str:
+    async def _forget(self, rec: _Recording) -> None:
+        self._active.pop(rec.facts.recording_id, None)
+        metrics.RECORDINGS_ACTIVE.set(len(self._active))
+        if rec.close is not None:
+            await self._closes.release(rec.close, remove_marker=rec.life.state is State.STORED)
+
+    def _retention(self, register: str, bound: structlog.typing.FilteringBoundLogger) -> str:
         known = self._registers.get(register)
         if known is not None:
             return known.retention.interval
@@ -455,62 +359,8 @@ class Recorder:
         bound.warning("register no longer configured; longest retention applied")
         return max(self._registers.values(), key=lambda r: r.retention.approx_days).retention.interval
 
-    def _expect_close(self, rec: _Recording, path: Path) -> bool:
-        """Ask inotify for the file's close; False where it cannot tell (then: the marker)."""
-        if self._closes is None or not self._closes.watch(path.parent):
-            return False
-        rec.closed = self._closes.expect(path)
-        return True
 
-    async def _wait_closed(self, rec: _Recording, path: Path) -> bool:
-        """True once Asterisk has closed the file; False if not confirmed within the timeout."""
-        marker = path.with_name(path.name + MARKER_SUFFIX)
-        if rec.closed is None:
-            return await self._wait_for(marker)
-        assert rec.finish is not None
-        if rec.finish.missed_end and not rec.closed.is_set():
-            # The call ended while no daemon watched: MixMonitor closed the file right after,
-            # so its close came before our watch, unless that end was a moment ago.
-            mtime = await asyncio.to_thread(_mtime, path)
-            if mtime is not None and self._clock() - mtime > _QUIET_SECONDS:
-                return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rec.closed.wait(), self._file_wait_timeout)
-            return True
-        # A recording a previous run started with the marker command may have closed unseen.
-        return rec.uses_marker and await asyncio.to_thread(marker.exists)
-
-    async def _wait_for(self, marker: Path) -> bool:
-        # No file-system notification is portable to every Asterisk host; the marker
-        # usually appears within milliseconds of the hangup, so a short backoff is cheap.
-        deadline = time.monotonic() + self._file_wait_timeout
-        delay = 0.01
-        while True:
-            if await asyncio.to_thread(marker.exists):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-
-
-async def _finished(rec: _Recording) -> None:
-    while rec.finish is None:
-        rec.changed.clear()
-        await rec.changed.wait()
-
-
-async def _first_of(*aws: object) -> None:
-    """Await whichever finishes first; cancel and reap the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+def _parties_of(facts: StartRecording) -> Parties:
+    return Parties(
+        facts.service_number, facts.customer_number_masked, facts.customer_number_hmac, facts.agent_name
+    )

@@ -5,7 +5,7 @@ what to do; the recorder carries it out. Everything hard about watching Asterisk
 so it can be tested with plain function calls and replayed event transcripts:
 
 * Channels are grouped into calls by linkedid, which ARI's channel JSON lacks; ari.conf's
-  ``channelvars = CHANNEL(linkedid),...`` adds it to every snapshot (DESIGN.md).
+  ``channelvars = CHANNEL(linkedid),...`` adds it to every snapshot (docs/asterisk.md).
 * ``__CALLREC_REGISTER`` is inherited by every channel the call creates (Local halves, queue
   members, the dialled customer), and each inheriting channel reports it at creation. The
   first channel of the call seen carrying it is the *anchor*; only the anchor is recorded,
@@ -22,145 +22,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
 
-from callrec.config import Direction, Register
+from callrec.asterisk.ari_events import (
+    CONTRACT_VARS,
+    MAX_VALUE_LEN,
+    VAR_AGENT,
+    VAR_CUSTOMER_NUMBER,
+    VAR_REGISTER,
+    VAR_SERVICE_NUMBER,
+    ChannelEvent,
+    ChannelSnapshot,
+)
+from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
-
-LINKEDID = "CHANNEL(linkedid)"
-VAR_REGISTER = "CALLREC_REGISTER"
-VAR_SERVICE_NUMBER = "CALLREC_SERVICE_NUMBER"
-VAR_AGENT = "CALLREC_AGENT"
-VAR_CUSTOMER_NUMBER = "CALLREC_CUSTOMER_NUMBER"
-CONTRACT_VARS = frozenset({VAR_REGISTER, VAR_SERVICE_NUMBER, VAR_AGENT, VAR_CUSTOMER_NUMBER})
-# Stored values are capped: they come from the dialplan, which may copy caller input into them.
-MAX_VALUE_LEN = 128
-
-EventKind = Literal["snapshot", "varset", "hangup_request", "destroyed"]
-_KINDS: Mapping[str, EventKind] = {
-    "ChannelCreated": "snapshot",
-    "ChannelStateChange": "snapshot",
-    "ChannelVarset": "varset",
-    "ChannelHangupRequest": "hangup_request",
-    "ChannelDestroyed": "destroyed",
-    "ChannelEnteredBridge": "snapshot",
-    "ChannelCallerId": "snapshot",
-}
-# The event types the tracker reads; the ARI client asks Asterisk for no others (eventFilter).
-EVENT_TYPES = tuple(_KINDS)
-
-# ChannelVarset is most of what is left: of about 41 per inbound call, 36 are the variables of
-# Dial, Playback and the bridge (DIALSTATUS, BRIDGEPEER, ...), which the tracker ignores and
-# which carry nothing new (a snapshot only changes with the events of the other types). The
-# eventFilter goes by type only, so these are dropped before decoding. Asterisk 22's compact
-# JSON (ari.conf pretty = no) starts a ChannelVarset with the variable's name:
-# {"variable":"NAME","value":...,"type":"ChannelVarset",...}; any other shape is decoded.
-_VARSET_START = b'{"variable":"'
-_VARSET_TYPE = b'"type":"ChannelVarset"'
-_CONTRACT_PREFIX = b"CALLREC_"
-
-
-def irrelevant_raw(raw: bytes) -> bool:
-    """True for a raw ARI event the tracker certainly ignores: a ChannelVarset of a
-    variable outside the dialplan contract. Cheap enough to run on every event."""
-    if not raw.startswith(_VARSET_START):
-        return False
-    name = raw[len(_VARSET_START) : len(_VARSET_START) + 40].lstrip(b"_")
-    return not name.startswith(_CONTRACT_PREFIX) and _VARSET_TYPE in raw
-
-
-class MalformedEvent(ValueError):
-    """An ARI event that does not have the shape Asterisk documents. Text has no payload."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSnapshot:
-    """The parts of an ARI channel object the tracker uses."""
-
-    id: str
-    name: str
-    state: str
-    linkedid: str | None
-    caller_number: str | None
-    """Raw caller ID number. Masked on first use and never stored."""
-    vars: Mapping[str, str]
-    """Contract variables present in ``channelvars`` (non-empty values only)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelEvent:
-    kind: EventKind
-    channel: ChannelSnapshot
-    variable: str | None = None
-    value: str | None = None
-
-
-def _channel(obj: Any) -> ChannelSnapshot:
-    if not isinstance(obj, dict):
-        raise MalformedEvent("channel is not an object")
-    cid, name, state = obj.get("id"), obj.get("name"), obj.get("state")
-    if not (isinstance(cid, str) and cid and isinstance(name, str) and isinstance(state, str)):
-        raise MalformedEvent("channel lacks id, name or state")
-    caller = obj.get("caller")
-    number = caller.get("number") if isinstance(caller, dict) else None
-    cvars = obj.get("channelvars")
-    linkedid: str | None = None
-    contract: dict[str, str] = {}
-    if isinstance(cvars, dict):
-        lid = cvars.get(LINKEDID)
-        linkedid = lid if isinstance(lid, str) and lid else None
-        for var in CONTRACT_VARS:
-            val = cvars.get(var)
-            if isinstance(val, str) and val:
-                contract[var] = val
-    return ChannelSnapshot(cid, name, state, linkedid, number if isinstance(number, str) else None, contract)
-
-
-def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:
-    """An ARI event as the tracker sees it; ``None`` for events it does not use."""
-    kind = _KINDS.get(obj.get("type"))  # type: ignore[arg-type]
-    if kind is None:
-        return None
-    if kind == "varset":
-        var, val = obj.get("variable"), obj.get("value")
-        if isinstance(var, str) and var.lstrip("_") not in CONTRACT_VARS:
-            # Half of a call's events set other variables (DIALSTATUS, BRIDGEPEER, ...). Their
-            # snapshots hold nothing new: state, caller ID and the contract variables each come
-            # with events of their own. Skipping them early halves the tracker's work.
-            return None
-        channel = _channel(obj.get("channel"))
-        if not isinstance(var, str) or not isinstance(val, str):
-            raise MalformedEvent("ChannelVarset lacks variable or value")
-        return ChannelEvent(kind, channel, var.lstrip("_"), val)
-    return ChannelEvent(kind, _channel(obj.get("channel")))
-
-
-def parse_channel(obj: Any) -> ChannelEvent:
-    """A channel from ``GET /channels`` as a snapshot event (reconciliation)."""
-    return ChannelEvent("snapshot", _channel(obj))
-
+from callrec.recording.facts import Parties, StartRecording
+from callrec.recording.layout import default_file_path
 
 # --- commands -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StartRecording:
-    """Attach MixMonitor to ``channel_name``, writing ``file_path`` under recordings_dir.
-    The call's facts as known at the answer go to the journal, for a row after a crash."""
-
-    recording_id: uuid.UUID
-    call_id: str
-    register: str
-    direction: Direction
-    channel_id: str
-    channel_name: str
-    file_path: str
-    answered_at: float
-    service_number: str | None = None
-    customer_number_masked: str | None = None
-    customer_number_hmac: str | None = None
-    agent_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +56,8 @@ class FinishRecording:
 
     recording_id: uuid.UUID
     ended_at: float
-    service_number: str | None
-    customer_number_masked: str | None
-    customer_number_hmac: str | None
-    agent_name: str | None
+    parties: Parties
+    """Who was on the call at its end (the row holds these, not those of the answer)."""
     missed_end: bool = False
     """The channel vanished while we were not watching (found out by reconciliation)."""
     interrupted: bool = False
@@ -235,13 +111,6 @@ def _local_twin(name: str) -> str | None:
     if name.startswith("Local/") and name[-2:] in (";1", ";2"):
         return name[:-1] + ("2" if name[-1] == "1" else "1")
     return None
-
-
-def default_file_path(recording_id: uuid.UUID, now: float) -> str:
-    """``YYYY/MM/DD/<uuid>.wav``: chosen by callrec alone, never from caller input (commas in
-    a name would shift MixMonitor's arguments)."""
-    day = datetime.fromtimestamp(now, UTC)
-    return f"{day:%Y/%m/%d}/{recording_id}.wav"
 
 
 class CallTracker:
@@ -483,10 +352,12 @@ class CallTracker:
                 FinishRecording(
                     recording_id=call.recording,
                     ended_at=now,
-                    service_number=call.service_number,
-                    customer_number_masked=customer[0],
-                    customer_number_hmac=customer[1],
-                    agent_name=call.agent or (call.anchor.agent if call.anchor else None),
+                    parties=Parties(
+                        service_number=call.service_number,
+                        customer_number_masked=customer[0],
+                        customer_number_hmac=customer[1],
+                        agent_name=call.agent or (call.anchor.agent if call.anchor else None),
+                    ),
                     missed_end=missed,
                     interrupted=interrupted,
                 )

@@ -1,0 +1,47 @@
+"""The ``recordings`` table: writing a row, and the SELECT list that reads one.
+
+Both are derived from the one definition of a recording (recording/facts.py), so a field added
+there reaches the insert, the reads, the API's JSON and its schema at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from callrec.db.pool import TRANSIENT_ERRORS, StoreUnavailable
+from callrec.recording.facts import COLUMNS, Recording, select_list
+
+_WRITTEN = tuple(name for name, column in COLUMNS.items() if column.written)
+# retain_until is computed by PostgreSQL: calendar arithmetic ("6 months" from 31 August is
+# 28 February) that only the database does exactly (docs/privacy.md#retention).
+_INSERT = f"""
+INSERT INTO recordings ({", ".join(_WRITTEN)}, retain_until)
+VALUES ({", ".join(f"${i}" for i in range(1, len(_WRITTEN) + 1))},
+        ${_WRITTEN.index("ended_at") + 1}::timestamptz + ${len(_WRITTEN) + 1}::text::interval)
+ON CONFLICT (id) DO NOTHING
+"""
+
+
+class Writer(Protocol):
+    async def execute(self, query: str, *args: object) -> str: ...
+
+
+SELECT = f"SELECT {select_list()} FROM recordings r LEFT JOIN users u ON u.agent_id = r.agent_name"
+"""Every column of a ``Recording``; callers add WHERE (access/policy.py adds the grant's reach)."""
+
+
+async def insert(pool: Writer, row: Recording, retention: str) -> bool:
+    """Write the row; ``False`` if a row with this id exists already (a replay from the journal)."""
+    values = [getattr(row, name) for name in _WRITTEN]
+    try:
+        status = await pool.execute(_INSERT, *values, retention)
+    except TRANSIENT_ERRORS as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    return bool(status == "INSERT 0 1")
+
+
+def from_record(record: Mapping[str, Any]) -> Recording:
+    """A ``Recording`` from a row read with ``SELECT``."""
+    return Recording(**{f.name: record[f.name] for f in dataclasses.fields(Recording)})
