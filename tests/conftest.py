@@ -12,7 +12,7 @@ import pytest
 import structlog
 from pytest_postgresql import factories
 
-from callrec.db.pool import migrate
+from callrec.db.migrations import migrate
 from tests.harness.postgres import Cluster
 
 

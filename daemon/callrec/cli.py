@@ -11,19 +11,23 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 from callrec import __version__, config
-from callrec.access import people
+from callrec.access import cli as access_cli
 from callrec.config import Settings
+from callrec.db import cli as db_cli
+from callrec.db import migrations
+from callrec.db.pool import DbPool
 from callrec.ops import check, logs
 from callrec.retention import cli as retention_cli
 
 EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
 
 Handler = Callable[[Settings, argparse.Namespace], int]
-SubParsers = Any  # argparse's _SubParsersAction is private
+# What add_subparsers() returns. argparse has no public name for it; typeshed declares the
+# private class, so naming it lets mypy check every add_parser() call.
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -37,15 +41,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from callrec.db.pool import StoreUnavailable, migrate
+    async def work(pool: DbPool) -> int:
+        async with pool.acquire() as conn:
+            applied = await migrations.apply(conn)
+        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+        return 0
 
-    try:
-        applied = asyncio.run(migrate(settings.database_dsn))
-    except StoreUnavailable as exc:
-        print(f"callrec: database: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
-    return 0
+    # No statement timeout: a migration may rewrite a large table for minutes.
+    return db_cli.run(settings, work, command_timeout=None)
 
 
 def _show_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -77,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(sub, common)
     check.add_commands(sub, common)
-    people.add_commands(sub, common)  # users, audit
+    access_cli.add_commands(sub, common)  # users, audit
     retention_cli.add_commands(sub, common)  # retention, hold, release, erase
     return p
 

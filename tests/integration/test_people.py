@@ -132,3 +132,30 @@ def test_audit_cli_reads_and_is_itself_audited(run: Run) -> None:
     assert code == 0 and "user_add ok/-" in out and '"name":"dana"' in out
     code, out, _ = run("audit", "--json", "--limit", "5")
     assert code == 0 and '"action":"audit_read"' in out
+
+
+async def _execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def test_database_commands_share_exit_3_and_one_line(
+    run: Run, db_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command that opens the database (db/cli.py) answers an older schema and an
+    unreachable server the same way: exit 3, one line, no traceback."""
+    asyncio.run(_execute(db_dsn, "DROP TABLE user_tokens CASCADE"))
+    older = "callrec: database: the schema is older than this callrec; run `callrec migrate`\n"
+    assert run("users", "list") == (3, "", older)
+
+    unreachable = tmp_path / "unreachable.toml"
+    unreachable.write_text(CONFIG.format(dir=tmp_path, dsn="postgresql://nobody@127.0.0.1:9/none"))
+    for argv in (["users", "list"], ["audit"], ["migrate"], ["retention", "--dry-run"]):
+        with restored_logging():
+            code = cli.main([*argv, "--config", str(unreachable)])
+        out, err = capsys.readouterr()
+        assert code == 3 and out == "" and err.startswith("callrec: database: "), argv
+        assert err.count("\n") == 1 and "Traceback" not in err, argv

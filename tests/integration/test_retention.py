@@ -21,8 +21,9 @@ from callrec import cli, config
 from callrec.config import Settings
 from callrec.db.pool import RecordingRow, Store
 from callrec.ops.metrics import REGISTRY
-from callrec.retention import sweep as retention
-from callrec.retention.sweep import PassReport, RecordingNotFound, RecordingOnHold, Sweeper, next_run
+from callrec.retention import holds, sweep
+from callrec.retention.holds import RecordingNotFound, RecordingOnHold
+from callrec.retention.sweep import PassReport, Sweeper, next_run
 
 REPO = Path(__file__).resolve().parents[2]
 FULL_NUMBER = "+358 40 123 4567"
@@ -171,11 +172,9 @@ async def test_expired_destroyed_fresh_and_held_kept(pool: asyncpg.Pool, s: Sett
     held_until_later = await add(pool, s, age_days=200)
     hold_ran_out = await add(pool, s, age_days=200, size=2222)
     short = await add(pool, s, age_days=40, register="telesales", size=333)
-    await retention.hold(pool, held.id, reason="police case 5410/R/12345/26", by="dpo")
-    await retention.hold(
-        pool, held_until_later.id, reason="restriction", by="dpo", until=NOW + timedelta(days=9)
-    )
-    await retention.hold(pool, hold_ran_out.id, reason="restriction", by="dpo", until=NOW + timedelta(days=9))
+    await holds.hold(pool, held.id, reason="police case 5410/R/12345/26", by="dpo")
+    await holds.hold(pool, held_until_later.id, reason="restriction", by="dpo", until=NOW + timedelta(days=9))
+    await holds.hold(pool, hold_ran_out.id, reason="restriction", by="dpo", until=NOW + timedelta(days=9))
     await pool.execute(
         "UPDATE recordings SET hold_until = now() - interval '1 hour' WHERE id = $1", hold_ran_out.id
     )
@@ -275,53 +274,51 @@ async def test_undeletable_file_keeps_its_queue_row(pool: asyncpg.Pool, s: Setti
 async def test_erase(pool: asyncpg.Pool, s: Settings) -> None:
     row = await add(pool, s, age_days=3, size=4321)
     before = REGISTRY.get_sample_value("callrec_retention_destroyed_total", {"reason": "erasure"}) or 0
-    assert (
-        await retention.erase(pool, s, row.id, reason=f"Art. 17 request from {FULL_NUMBER}", by="dpo") == 4321
-    )
+    assert await holds.erase(pool, s, row.id, reason=f"Art. 17 request from {FULL_NUMBER}", by="dpo") == 4321
     assert not exists(s, row) and await ids(pool) == set()
     [entry] = await log_rows(pool)
     assert (entry["reason"], entry["bytes"], entry["requested_by"]) == ("erasure", 4321, "dpo")
     assert entry["request_reason"] == "Art. 17 request from +358401234***"
     assert REGISTRY.get_sample_value("callrec_retention_destroyed_total", {"reason": "erasure"}) == before + 1
     with pytest.raises(RecordingNotFound):
-        await retention.erase(pool, s, row.id, reason="again", by="dpo")
+        await holds.erase(pool, s, row.id, reason="again", by="dpo")
     # Today's directory stays even when emptied: the recorder may be creating a file in it now.
     today = await add(pool, s, age_days=0)
-    await retention.erase(pool, s, today.id, reason="asked", by="dpo")
+    await holds.erase(pool, s, today.id, reason="asked", by="dpo")
     assert not exists(s, today) and (s.asterisk.recordings_dir / today.file_path).parent.is_dir()
 
 
 async def test_erase_refuses_a_held_recording(pool: asyncpg.Pool, s: Settings) -> None:
     row = await add(pool, s, age_days=3)
-    await retention.hold(pool, row.id, reason="police case 17", by="dpo")
+    await holds.hold(pool, row.id, reason="police case 17", by="dpo")
     with pytest.raises(RecordingOnHold, match=r"legal hold.*police case 17"):
-        await retention.erase(pool, s, row.id, reason="asked", by="dpo")
+        await holds.erase(pool, s, row.id, reason="asked", by="dpo")
     assert exists(s, row) and await ids(pool) == {row.id} and await log_rows(pool) == []
-    await retention.release(pool, row.id, by="dpo")
-    assert await retention.erase(pool, s, row.id, reason="asked", by="dpo") == row.file_size
+    await holds.release(pool, row.id, by="dpo")
+    assert await holds.erase(pool, s, row.id, reason="asked", by="dpo") == row.file_size
 
 
 async def test_hold_and_release(pool: asyncpg.Pool, s: Settings) -> None:
     row = await add(pool, s, age_days=200)
     until = NOW + timedelta(days=30)
-    await retention.hold(pool, row.id, reason=f"case, caller {FULL_NUMBER}", by="dpo", until=until)
+    await holds.hold(pool, row.id, reason=f"case, caller {FULL_NUMBER}", by="dpo", until=until)
     got = await pool.fetchrow("SELECT * FROM recordings WHERE id = $1", row.id)
     assert got["legal_hold"] and got["hold_by"] == "dpo" and got["hold_until"] == until
     assert got["hold_reason"] == "case, caller +358401234***" and got["hold_at"] is not None
     assert (await Sweeper(pool, s).run_pass()).total.count == 0
-    await retention.release(pool, row.id, by="supervisor")
-    await retention.release(pool, row.id, by="supervisor")  # not held: nothing to do
+    await holds.release(pool, row.id, by="supervisor")
+    await holds.release(pool, row.id, by="supervisor")  # not held: nothing to do
     assert (await Sweeper(pool, s).run_pass()).total.count == 1
     log = [(r["action"], r["by"]) for r in await pool.fetch("SELECT * FROM legal_hold_log ORDER BY id")]
     assert log == [("hold", "dpo"), ("release", "supervisor")]
     with pytest.raises(RecordingNotFound):
-        await retention.hold(pool, row.id, reason="too late", by="dpo")
+        await holds.hold(pool, row.id, reason="too late", by="dpo")
     with pytest.raises(RecordingNotFound):
-        await retention.release(pool, uuid.uuid4(), by="dpo")
+        await holds.release(pool, uuid.uuid4(), by="dpo")
     with pytest.raises(ValueError, match="past"):
-        await retention.hold(pool, row.id, reason="x", by="dpo", until=NOW - timedelta(days=1))
+        await holds.hold(pool, row.id, reason="x", by="dpo", until=NOW - timedelta(days=1))
     with pytest.raises(ValueError, match="reason"):
-        await retention.hold(pool, row.id, reason="  ", by="dpo")
+        await holds.hold(pool, row.id, reason="  ", by="dpo")
 
 
 async def test_erasure_of_another_nodes_file_is_finished_by_that_node(
@@ -330,7 +327,7 @@ async def test_erasure_of_another_nodes_file_is_finished_by_that_node(
     a = settings_for(tmp_path, db_dsn, node="a")
     b = settings_for(tmp_path, db_dsn, node="b")
     row = await add(pool, b, age_days=3)
-    assert await retention.erase(pool, a, row.id, reason="asked", by="dpo") == 0
+    assert await holds.erase(pool, a, row.id, reason="asked", by="dpo") == 0
     assert exists(b, row) and await ids(pool) == set()  # gone from the register at once
     assert (await Sweeper(pool, a).run_pass()).total.count == 0  # a cannot reach b's files
     report = await Sweeper(pool, b).run_pass()
@@ -355,7 +352,7 @@ async def test_orphans_old_and_young(pool: asyncpg.Pool, s: Settings) -> None:
     written_now.write_bytes(b"N")
     recording_now = stray(s, age_days=0)
     held = await add(pool, s, age_days=300)
-    await retention.hold(pool, held.id, reason="police", by="dpo")
+    await holds.hold(pool, held.id, reason="police", by="dpo")
 
     dry = await Sweeper(pool, s).run_pass(dry_run=True)
     report = await Sweeper(pool, s).run_pass()
@@ -386,7 +383,7 @@ async def test_killed_between_unlink_and_finish_then_rerun(
     async def killed(conn: Any, ids: Any) -> Any:
         raise Killed
 
-    monkeypatch.setattr(retention, "finish_disposals", killed)
+    monkeypatch.setattr(sweep, "finish_disposals", killed)
     with pytest.raises(Killed):
         await Sweeper(pool, s).run_pass()
     monkeypatch.undo()
@@ -406,17 +403,17 @@ import asyncio, sys
 from pathlib import Path
 import asyncpg
 from callrec import config
-from callrec.retention import sweep as retention
+from callrec.retention import sweep
 
 async def hang(conn, ids):
     print("files deleted", flush=True)
     await asyncio.sleep(60)
 
 async def main():
-    retention.finish_disposals = hang
+    sweep.finish_disposals = hang
     settings = config.load(Path(sys.argv[1]))
     pool = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=2)
-    await retention.Sweeper(pool, settings).run_pass()
+    await sweep.Sweeper(pool, settings).run_pass()
 
 asyncio.run(main())
 """
@@ -478,7 +475,7 @@ async def test_two_passes_of_one_node_at_once(pool: asyncpg.Pool, tmp_path: Path
 async def test_racing_finishers_log_once(pool: asyncpg.Pool, s: Settings) -> None:
     """The exactly-once guarantee itself: two finishers of the same queue row, one blocked
     on the other's row lock; only one of them writes the log entry."""
-    from callrec.db.pool import claim_expired, finish_disposals
+    from callrec.retention.queries import claim_expired, finish_disposals
 
     row = await add(pool, s, age_days=200)
     [disposal] = await claim_expired(pool, s.node, 10)
@@ -512,12 +509,12 @@ async def test_dry_run_changes_nothing_and_predicts_the_pass(
         await add(pool, s, age_days=age)
     await add(pool, s, age_days=40, register="telesales")
     expiring = await add(pool, s, age_days=200)
-    await retention.hold(pool, expiring.id, reason="x", by="dpo", until=NOW + timedelta(days=1))
+    await holds.hold(pool, expiring.id, reason="x", by="dpo", until=NOW + timedelta(days=1))
     await pool.execute("UPDATE recordings SET hold_until = now() - interval '1 minute'")
     stray(s, age_days=300)
     queued = await add(pool, s, age_days=1)
     # Erased through another node: queued for this one.
-    await retention.erase(pool, settings_for(tmp_path, db_dsn, node="z"), queued.id, reason="asked", by="dpo")
+    await holds.erase(pool, settings_for(tmp_path, db_dsn, node="z"), queued.id, reason="asked", by="dpo")
     before = await snapshot(pool, s.asterisk.recordings_dir)
     dry = await Sweeper(pool, s).run_pass(dry_run=True)
     assert await snapshot(pool, s.asterisk.recordings_dir) == before

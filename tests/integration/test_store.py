@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from callrec.db.pool import RecordingRow, Store, migrate
+from callrec.db.migrations import migrate, pending
+from callrec.db.pool import Db, DbConnection, DbPool, RecordingRow, Row, Store
 
 
 def row(**over: object) -> RecordingRow:
@@ -65,6 +66,25 @@ async def test_migrate_is_idempotent(db_dsn: str) -> None:
     assert await migrate(db_dsn) == []
     store = await Store.connect(db_dsn)
     try:
-        assert await store.pending_migrations() == []
+        assert await pending(store.pool) == []
+    finally:
+        await store.close()
+
+
+async def test_asyncpg_has_what_the_typed_handles_promise(db_dsn: str) -> None:
+    """mypy sees asyncpg as Any, so only this tells whether db/pool.py's protocols are true."""
+    store = await Store.connect(db_dsn)
+    try:
+        pool = store.pool
+        assert isinstance(pool, DbPool)
+        async with pool.acquire() as conn:
+            assert isinstance(conn, DbConnection)
+            row = await conn.fetchrow("SELECT 1 AS one")
+            assert isinstance(row, Row) and row["one"] == row[0] == 1 and dict(row) == {"one": 1}
+        direct = await asyncpg.connect(db_dsn)
+        try:
+            assert isinstance(direct, DbConnection) and isinstance(direct, Db)
+        finally:
+            await direct.close()
     finally:
         await store.close()

@@ -7,17 +7,15 @@ ever inserts and reads.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import getpass
-import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import asyncpg
 import orjson
+
+from callrec.db.pool import Db
 
 Outcome = Literal["ok", "unauthenticated", "denied", "not_found", "invalid", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "unauthenticated", "denied", "not_found", "invalid", "error")
@@ -38,12 +36,13 @@ class Entry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+_OUTCOME_OF_STATUS: dict[int, Outcome] = {401: "unauthenticated", 403: "denied", 404: "not_found"}
+
+
 def outcome_for(status: int) -> Outcome:
     if status < 400:
         return "ok"
-    return {401: "unauthenticated", 403: "denied", 404: "not_found"}.get(
-        status, "error" if status >= 500 else "invalid"
-    )  # type: ignore[return-value]
+    return _OUTCOME_OF_STATUS.get(status, "error" if status >= 500 else "invalid")
 
 
 def cli_entry(action: str, detail: dict[str, Any]) -> Entry:
@@ -57,7 +56,7 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo is not None else value.astimezone()
 
 
-async def write(db: Any, entry: Entry) -> int:
+async def write(db: Db, entry: Entry) -> int:
     """Insert the row and return its id. Callers refuse the access when this fails."""
     return int(
         await db.fetchval(
@@ -80,7 +79,7 @@ async def write(db: Any, entry: Entry) -> int:
 
 
 async def read(
-    db: Any,
+    db: Db,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -107,54 +106,3 @@ async def read(
         limit,
     )
     return [{**dict(r), "detail": orjson.loads(r["detail"])} for r in rows]
-
-
-# --- `callrec audit` ---------------------------------------------------------------------------
-
-
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    help = "Read the audit log of access to recordings (newest first)."
-    cmd: argparse.ArgumentParser = sub.add_parser("audit", help=help, description=help, parents=[common])
-    cmd.add_argument("--since", type=parse_time, metavar="TIME", help="ISO time; without offset: local")
-    cmd.add_argument("--until", type=parse_time, metavar="TIME")
-    cmd.add_argument("--user", metavar="NAME")
-    cmd.add_argument("--action", metavar="ACTION", help="e.g. play, export, dsar_search, erase")
-    cmd.add_argument("--recording", type=uuid.UUID, metavar="ID")
-    cmd.add_argument("--limit", type=int, default=100)
-    cmd.add_argument("--json", action="store_true", help="one JSON object per line")
-    cmd.set_defaults(handler=_cli)
-
-
-def _cli(settings: Any, args: argparse.Namespace) -> int:
-    try:
-        rows = asyncio.run(_cli_read(settings.database_dsn, args))
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
-        print(f"callrec: database: {exc}", file=sys.stderr)
-        return 3
-    for row in reversed(rows):  # oldest first on a terminal, like a log
-        if args.json:
-            print(orjson.dumps(row, default=str).decode())
-            continue
-        who = f"{row['user_name'] or '-'}({row['role'] or '-'})"
-        rec = str(row["recording_id"] or "-")
-        detail = orjson.dumps(row["detail"]).decode() if row["detail"] else ""
-        print(
-            f"{row['at']:%Y-%m-%d %H:%M:%S%z} {who} {row['action']} {row['outcome']}/{row['status'] or '-'}"
-            f" {rec} {row['client'] or '-'} {detail}".rstrip()
-        )
-    return 0
-
-
-async def _cli_read(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        filters = {"since": args.since, "until": args.until, "user": args.user, "action": args.action}
-        rows = await read(
-            conn, **filters, recording_id=args.recording, limit=max(1, min(args.limit, 100_000))
-        )
-        # Reading the log is an access too.
-        detail = {k: str(v) for k, v in filters.items() if v is not None}
-        await write(conn, cli_entry("audit_read", detail | {"rows": len(rows)}))
-        return rows
-    finally:
-        await conn.close()

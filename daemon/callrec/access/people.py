@@ -1,4 +1,4 @@
-"""The people who may reach recordings, their API tokens, and ``callrec users``.
+"""The people who may reach recordings, and their API tokens (``callrec users`` is access/cli.py).
 
 Every SQL statement about users and tokens lives here. A recording belongs to an agent
 through ``recordings.agent_name = users.agent_id``: the value the dialplan sets in
@@ -7,19 +7,15 @@ CALLREC_AGENT, mapped to exactly one person (README.md, "Access to recordings").
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import hashlib
 import secrets
-import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
 import asyncpg
 
-from callrec.access import audit
-from callrec.config import Settings
+from callrec.db.pool import Db
 
 Role = Literal["agent", "supervisor", "admin", "dpo"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -62,14 +58,14 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-async def _user_id(db: Any, name: str) -> int:
+async def _user_id(db: Db, name: str) -> int:
     user_id = await db.fetchval("SELECT id FROM users WHERE name = $1", name)
     if user_id is None:
         raise PeopleError(f"no user named {name!r}; see `callrec users list`")
     return int(user_id)
 
 
-async def _supervisor_id(db: Any, name: str) -> int:
+async def _supervisor_id(db: Db, name: str) -> int:
     row = await db.fetchrow("SELECT id, role, disabled_at FROM users WHERE name = $1", name)
     if row is None:
         raise PeopleError(f"no user named {name!r} to be the supervisor")
@@ -81,7 +77,7 @@ async def _supervisor_id(db: Any, name: str) -> int:
 
 
 async def add_user(
-    db: Any, name: str, role: Role, *, supervisor: str | None = None, agent_id: str | None = None
+    db: Db, name: str, role: Role, *, supervisor: str | None = None, agent_id: str | None = None
 ) -> int:
     """Create a user. An agent without ``agent_id`` is linked by their name."""
     if role not in ROLES:
@@ -111,7 +107,7 @@ async def add_user(
     return int(user_id)
 
 
-async def list_users(db: Any, *, include_disabled: bool = False) -> list[User]:
+async def list_users(db: Db, *, include_disabled: bool = False) -> list[User]:
     rows = await db.fetch(
         """
         SELECT u.name, u.role, s.name AS supervisor, u.agent_id, u.disabled_at,
@@ -126,7 +122,7 @@ async def list_users(db: Any, *, include_disabled: bool = False) -> list[User]:
     return [User(**dict(r)) for r in rows]
 
 
-async def set_supervisor(db: Any, name: str, supervisor: str | None) -> None:
+async def set_supervisor(db: Db, name: str, supervisor: str | None) -> None:
     user_id = await _user_id(db, name)
     sup = await _supervisor_id(db, supervisor) if supervisor else None
     try:
@@ -135,14 +131,14 @@ async def set_supervisor(db: Any, name: str, supervisor: str | None) -> None:
         raise PeopleError(f"{supervisor!r} reports to {name!r} already: that would make a loop") from None
 
 
-async def disable_user(db: Any, name: str) -> int:
+async def disable_user(db: Db, name: str) -> int:
     """Disable the user and revoke their tokens; returns how many tokens were revoked."""
     user_id = await _user_id(db, name)
     await db.execute("UPDATE users SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL", user_id)
     return await _revoke(db, user_id)
 
 
-async def issue_token(db: Any, name: str, *, days: int | None = None) -> str:
+async def issue_token(db: Db, name: str, *, days: int | None = None) -> str:
     """A new token for the user; only its digest is stored, so this is the one chance to see it."""
     row = await db.fetchrow("SELECT id, disabled_at FROM users WHERE name = $1", name)
     if row is None:
@@ -160,18 +156,18 @@ async def issue_token(db: Any, name: str, *, days: int | None = None) -> str:
     return token
 
 
-async def revoke_tokens(db: Any, name: str) -> int:
+async def revoke_tokens(db: Db, name: str) -> int:
     return await _revoke(db, await _user_id(db, name))
 
 
-async def _revoke(db: Any, user_id: int) -> int:
+async def _revoke(db: Db, user_id: int) -> int:
     status = await db.execute(
         "UPDATE user_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
     )
     return int(status.split()[-1])
 
 
-async def authenticate(db: Any, token: str) -> Principal | None:
+async def authenticate(db: Db, token: str) -> Principal | None:
     """The active user holding this token, or ``None`` (unknown, revoked, expired, disabled)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX:
         return None
@@ -189,7 +185,7 @@ async def authenticate(db: Any, token: str) -> Principal | None:
     return Principal(int(row["id"]), row["name"], cast(Role, row["role"]), row["agent_id"])
 
 
-async def team_agent_ids(db: Any, user_id: int) -> frozenset[str]:
+async def team_agent_ids(db: Db, user_id: int) -> frozenset[str]:
     """Agent ids of the user and of all their direct and indirect subordinates.
 
     Disabled subordinates count: a supervisor still hears a former team member's calls.
@@ -206,120 +202,3 @@ async def team_agent_ids(db: Any, user_id: int) -> frozenset[str]:
         user_id,
     )
     return frozenset(r["agent_id"] for r in rows)
-
-
-# --- `callrec users` ---------------------------------------------------------------------------
-
-
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """``callrec users ...`` and ``callrec audit``."""
-    users = sub.add_parser("users", help="Manage who may reach recordings.", description="Manage users.")
-    verbs = users.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name: str, help: str, handler: Any) -> argparse.ArgumentParser:
-        cmd: argparse.ArgumentParser = verbs.add_parser(name, help=help, description=help, parents=[common])
-        cmd.set_defaults(handler=lambda settings, args: _cli(settings, handler, args))
-        return cmd
-
-    add = verb("add", "Add a user.", _cmd_add)
-    add.add_argument("name")
-    add.add_argument("--role", required=True, choices=ROLES)
-    add.add_argument("--supervisor", metavar="NAME", help="their supervisor (a user with role supervisor)")
-    add.add_argument(
-        "--agent-id",
-        metavar="VALUE",
-        help="the CALLREC_AGENT value of their calls (default for an agent: NAME)",
-    )
-    lst = verb("list", "List users.", _cmd_list)
-    lst.add_argument("--all", action="store_true", help="include disabled users")
-    sup = verb("set-supervisor", "Change a user's supervisor.", _cmd_set_supervisor)
-    sup.add_argument("name")
-    sup.add_argument("supervisor", nargs="?", help="omit to clear")
-    dis = verb("disable", "Disable a user and revoke their tokens.", _cmd_disable)
-    dis.add_argument("name")
-    tok = verb("token", "Issue a new API token and print it once.", _cmd_token)
-    tok.add_argument("name")
-    tok.add_argument("--days", type=int, help="expire after this many days (default: never)")
-    rev = verb("revoke", "Revoke every token of a user.", _cmd_revoke)
-    rev.add_argument("name")
-    audit.add_commands(sub, common)
-
-
-def _cli(settings: Settings, handler: Any, args: argparse.Namespace) -> int:
-    try:
-        return int(asyncio.run(_with_pool(settings, handler, args)))
-    except PeopleError as exc:
-        print(f"callrec: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
-        print(f"callrec: database: {exc}", file=sys.stderr)
-        return 3
-
-
-async def _with_pool(settings: Settings, handler: Any, args: argparse.Namespace) -> int:
-    pool = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=1, timeout=10)
-    try:
-        return int(await handler(pool, args))
-    finally:
-        await pool.close()
-
-
-async def _cmd_add(pool: Any, args: argparse.Namespace) -> int:
-    await add_user(pool, args.name, args.role, supervisor=args.supervisor, agent_id=args.agent_id)
-    detail = {"name": args.name, "role": args.role, "supervisor": args.supervisor, "agent_id": args.agent_id}
-    await audit.write(pool, audit.cli_entry("user_add", detail))
-    print(f"added {args.name} ({args.role})")
-    return 0
-
-
-async def _cmd_list(pool: Any, args: argparse.Namespace) -> int:
-    rows = await list_users(pool, include_disabled=args.all)
-    header = ("name", "role", "supervisor", "agent_id", "tokens", "status")
-    table = [header] + [
-        (
-            u.name,
-            u.role,
-            u.supervisor or "-",
-            u.agent_id or "-",
-            str(u.active_tokens),
-            f"disabled {u.disabled_at:%Y-%m-%d}" if u.disabled_at else "active",
-        )
-        for u in rows
-    ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return 0
-
-
-async def _cmd_set_supervisor(pool: Any, args: argparse.Namespace) -> int:
-    await set_supervisor(pool, args.name, args.supervisor)
-    detail = {"name": args.name, "supervisor": args.supervisor}
-    await audit.write(pool, audit.cli_entry("user_set_supervisor", detail))
-    print(f"{args.name}: supervisor {args.supervisor or 'cleared'}")
-    return 0
-
-
-async def _cmd_disable(pool: Any, args: argparse.Namespace) -> int:
-    revoked = await disable_user(pool, args.name)
-    await audit.write(pool, audit.cli_entry("user_disable", {"name": args.name, "tokens_revoked": revoked}))
-    print(f"disabled {args.name}; {revoked} token(s) revoked")
-    return 0
-
-
-async def _cmd_token(pool: Any, args: argparse.Namespace) -> int:
-    if args.days is not None and not 1 <= args.days <= 3650:
-        raise PeopleError("--days: expected 1 to 3650")
-    token = await issue_token(pool, args.name, days=args.days)
-    await audit.write(pool, audit.cli_entry("token_issue", {"name": args.name, "days": args.days}))
-    # Only the token on stdout, so `callrec users token alice > file` captures just it.
-    print(token)
-    print(f"callrec: this token for {args.name} is shown once; only its hash is stored", file=sys.stderr)
-    return 0
-
-
-async def _cmd_revoke(pool: Any, args: argparse.Namespace) -> int:
-    revoked = await revoke_tokens(pool, args.name)
-    await audit.write(pool, audit.cli_entry("token_revoke", {"name": args.name, "tokens_revoked": revoked}))
-    print(f"{args.name}: {revoked} token(s) revoked")
-    return 0

@@ -30,7 +30,15 @@ import asyncpg
 
 from callrec import config
 from callrec.asterisk.ami import encode_action, parse_frame
+from callrec.asterisk.ari_events import (
+    LINKEDID,
+    VAR_AGENT,
+    VAR_CUSTOMER_NUMBER,
+    VAR_REGISTER,
+    VAR_SERVICE_NUMBER,
+)
 from callrec.config import Settings
+from callrec.db import migrations
 from callrec.db.pool import Store, StoreUnavailable
 from callrec.ops.file_rights import (
     Identity,
@@ -42,13 +50,6 @@ from callrec.ops.file_rights import (
     listener_uid,
     newest_day_folder,
     user_name,
-)
-from callrec.recording.tracker import (
-    LINKEDID,
-    VAR_AGENT,
-    VAR_CUSTOMER_NUMBER,
-    VAR_REGISTER,
-    VAR_SERVICE_NUMBER,
 )
 
 EXIT_FAILED = 1
@@ -344,7 +345,7 @@ class Checker:
             yield Result("ok", "database")
             try:
                 async with asyncio.timeout(self.timeout):
-                    pending = await store.pending_migrations()
+                    pending = [m.name for m in await migrations.pending(store.pool)]
             except Exception as exc:
                 yield Result("FAIL", "database schema", f"cannot read schema_migrations: {_error_text(exc)}")
                 return

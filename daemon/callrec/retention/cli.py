@@ -7,30 +7,19 @@ audit log shows who held, released or erased what, whichever way it was done.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
 
 from callrec.access import audit
 from callrec.config import Settings
-from callrec.db.pool import TRANSIENT_ERRORS, Store, StoreUnavailable
-from callrec.ops import logs
-from callrec.retention.sweep import (
-    PassReport,
-    RecordingNotFound,
-    RecordingOnHold,
-    Sweeper,
-    erase,
-    hold,
-    release,
-)
+from callrec.db import cli as db_cli
+from callrec.db.cli import refuse
+from callrec.db.pool import DbPool
+from callrec.retention.holds import RecordingNotFound, RecordingOnHold, erase, hold, release
+from callrec.retention.sweep import PassReport, Sweeper
 
 
 def format_report(report: PassReport) -> str:
@@ -65,7 +54,7 @@ def _outcome(exc: Exception) -> audit.Outcome:
 
 
 async def _audit(
-    pool: asyncpg.Pool, action: str, recording_id: uuid.UUID, outcome: audit.Outcome, **detail: Any
+    pool: DbPool, action: str, recording_id: uuid.UUID, outcome: audit.Outcome, **detail: object
 ) -> None:
     entry = replace(
         audit.cli_entry(action, detail), user_name=_by(), recording_id=recording_id, outcome=outcome
@@ -84,55 +73,24 @@ def _until(text: str) -> datetime:
     return value if value.tzinfo else value.astimezone()
 
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *TRANSIENT_ERRORS)
-
-
-def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
-    """Exit codes: 0 done, 1 refused or not found (``work`` prints the line), 3 no database."""
-    # The report goes to stdout; the log lines of a one-shot command go to stderr.
-    logs.configure(settings.log_level, sys.stderr)
-
-    async def main() -> int:
-        store = await Store.connect(settings.database_dsn)
-        try:
-            return await work(store.pool)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except _UNAVAILABLE as exc:
-        print(f"callrec: database: {exc}", file=sys.stderr)
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
-        print(
-            "callrec: database: the schema is older than this callrec; run `callrec migrate`", file=sys.stderr
-        )
-    return 3
-
-
-def _refuse(message: object) -> int:
-    print(f"callrec: {message}", file=sys.stderr)
-    return 1
-
-
 def _retention_command(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(pool: asyncpg.Pool) -> int:
+    async def work(pool: DbPool) -> int:
         report = await Sweeper(pool, settings).run_pass(dry_run=args.dry_run)
         if report.skipped:
-            return _refuse(f"another retention pass of node {settings.node!r} is running; nothing done")
+            return refuse(f"another retention pass of node {settings.node!r} is running; nothing done")
         print(format_report(report))
-        return _refuse(f"{report.errors} file(s) could not be deleted; see the log") if report.errors else 0
+        return refuse(f"{report.errors} file(s) could not be deleted; see the log") if report.errors else 0
 
-    return _with_pool(settings, work)
+    return db_cli.run(settings, work)
 
 
 def _hold_command(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(pool: asyncpg.Pool) -> int:
+    async def work(pool: DbPool) -> int:
         try:
             await hold(pool, args.id, reason=args.reason, by=_by(), until=args.until)
         except (RecordingNotFound, ValueError) as exc:
             await _audit(pool, "hold", args.id, _outcome(exc))
-            return _refuse(exc)
+            return refuse(exc)
         await _audit(pool, "hold", args.id, "ok")
         print(
             f"recording {args.id} on legal hold until "
@@ -140,43 +98,47 @@ def _hold_command(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with_pool(settings, work)
+    return db_cli.run(settings, work)
 
 
 def _release_command(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(pool: asyncpg.Pool) -> int:
+    async def work(pool: DbPool) -> int:
         try:
             await release(pool, args.id, by=_by())
         except RecordingNotFound as exc:
             await _audit(pool, "release", args.id, _outcome(exc))
-            return _refuse(exc)
+            return refuse(exc)
         await _audit(pool, "release", args.id, "ok")
         print(f"recording {args.id} is not on hold; its retention applies from the next pass")
         return 0
 
-    return _with_pool(settings, work)
+    return db_cli.run(settings, work)
 
 
 def _erase_command(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(pool: asyncpg.Pool) -> int:
+    async def work(pool: DbPool) -> int:
         try:
             size = await erase(pool, settings, args.id, reason=args.reason, by=_by())
         except (RecordingNotFound, RecordingOnHold, ValueError, OSError) as exc:
             await _audit(pool, "erase", args.id, _outcome(exc))
-            return _refuse(exc)
+            return refuse(exc)
         await _audit(pool, "erase", args.id, "ok", bytes=size)
         print(f"recording {args.id} erased ({size} bytes)")
         if not size:
             print("its file, if it is on another node, is deleted by that node's next retention pass")
         return 0
 
-    return _with_pool(settings, work)
+    return db_cli.run(settings, work)
 
 
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """``callrec retention | hold | release | erase``; cli.parser() calls this."""
 
-    def command(name: str, help: str, handler: Callable[[Settings, argparse.Namespace], int]) -> Any:
+    def command(
+        name: str, help: str, handler: Callable[[Settings, argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, description=help, parents=[common])
         cmd.set_defaults(handler=handler)
         return cmd

@@ -1,5 +1,5 @@
 """The recordings directory as retention sees it: deleting files, finding orphans, pruning
-empty day directories. Plain blocking functions: retention.py runs each in a worker thread,
+empty day directories. Plain blocking functions: the sweep runs each in a worker thread,
 one hop per batch of files, never one per file.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from callrec.db.pool import Disposal
-from callrec.recording.recorder import MARKER_SUFFIX
+from callrec.recording.layout import MARKER_SUFFIX
+from callrec.retention.queries import Disposal
 
 DESTROYED, MISSING = "destroyed", "missing"
 _DAY_DIR = re.compile(r"^([0-9]{4})/([0-9]{2})/([0-9]{2})$")

@@ -1,8 +1,7 @@
-"""Retention: recordings destroyed when their register's window ends; legal holds; erasure.
+"""The retention sweep: recordings destroyed when their register's window ends (docs/privacy.md).
 
-REQUIREMENTS.md R4 (automatic destruction after 1 or 6 months), R7 (restriction and erasure on
-request), R8 (a police case keeps one recording past its window). One pass of the sweep, in
-an order that a kill -9 at any moment cannot make inconsistent (README.md "Retention"):
+One pass, in an order that a kill -9 at any moment cannot make inconsistent (README.md
+"Retention"); legal holds and single erasures are ``retention/holds.py``:
 
 1. Take this node's advisory lock (session-level: no transaction stays open). A second pass of
    the same node skips; passes of other nodes never wait.
@@ -30,48 +29,47 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import asyncpg
 import structlog
 
 from callrec.config import Settings
-from callrec.db.pool import (
+from callrec.db.pool import Db, DbConnection, DbPool
+from callrec.ops import metrics
+from callrec.retention import files as spool
+
+# http/api.py still reaches the hold and erasure operations through this module; once it
+# imports callrec.retention.holds, this import goes.
+# isort: off
+from callrec.retention.holds import (
+    RecordingNotFound as RecordingNotFound,
+    RecordingOnHold as RecordingOnHold,
+    erase as erase,
+    hold as hold,
+    release as release,
+)
+
+# isort: on
+from callrec.retention.queries import (
     Disposal,
-    claim_erasure,
     claim_expired,
     claim_orphans,
     claim_shortened,
-    clear_hold,
     due_summary,
     expire_holds,
     finish_disposals,
-    hold_state,
     node_unlock,
     pending_disposals,
-    set_hold,
     try_node_lock,
     unreferenced,
 )
-from callrec.ops import metrics
-from callrec.ops.logs import redact
-from callrec.retention import files as spool
 
 log = structlog.get_logger("callrec.retention")
 T = TypeVar("T")
 
-_MAX_TEXT = 500
 _DELETERS = 4
 """Batches whose files are being deleted at once (bench/retention.py: 4 beat 1 and 2 here)."""
 
 Claim = Callable[[], Awaitable[list[Disposal] | None]]
 """The next batch taken into ``disposal_pending``; ``None`` once there is nothing left."""
-
-
-class RecordingNotFound(Exception):
-    """No recording with this id in the register (never recorded, or already destroyed)."""
-
-
-class RecordingOnHold(Exception):
-    """The recording is on legal hold: release it before erasing it."""
 
 
 @dataclass
@@ -151,7 +149,7 @@ class Sweeper:
     """Destroys what retention, erasure and crashes leave due. One per daemon (``run_forever``),
     or one pass on demand (``callrec retention``)."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: DbPool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
         self._node = settings.node
@@ -224,7 +222,7 @@ class Sweeper:
         )
         return report
 
-    async def _destroy(self, conn: asyncpg.Connection, report: PassReport) -> None:
+    async def _destroy(self, conn: DbConnection, report: PassReport) -> None:
         node, batch = self._node, self._batch
         while True:
             lifted = await self._timed(report, expire_holds(conn, node, batch))
@@ -253,7 +251,7 @@ class Sweeper:
             await self._dispose(conn, _until_empty(shortened), report)
         await self._orphans(conn, report)
 
-    async def _dispose(self, conn: asyncpg.Connection, claim: Claim, report: PassReport) -> None:
+    async def _dispose(self, conn: Db, claim: Claim, report: PassReport) -> None:
         """Claim -> delete files -> finish, batch after batch. Up to ``_DELETERS`` batches are
         deleted at once, in the pass's own threads, while the connection claims the next batch
         and finishes the oldest: the database and the disk work at the same time, and on a
@@ -284,7 +282,7 @@ class Sweeper:
             deleters.shutdown(wait=False, cancel_futures=True)
 
     async def _finish(
-        self, conn: asyncpg.Connection, batch: Sequence[Disposal], outcomes: Sequence[str], report: PassReport
+        self, conn: Db, batch: Sequence[Disposal], outcomes: Sequence[str], report: PassReport
     ) -> None:
         gone: list[uuid.UUID] = []
         failed: list[tuple[Disposal, str]] = []
@@ -313,7 +311,7 @@ class Sweeper:
             done = await self._timed(report, finish_disposals(conn, gone))
             _count(report, done)
 
-    async def _orphans(self, conn: asyncpg.Connection, report: PassReport) -> None:
+    async def _orphans(self, conn: Db, report: PassReport) -> None:
         longest = max((r.retention.approx_days for r in self._settings.registers.values()), default=0)
         cutoff = time.time() - longest * 86400.0 - self._settings.orphan_grace
         last_day = datetime.fromtimestamp(cutoff, UTC).date()
@@ -334,7 +332,7 @@ class Sweeper:
                     spool.delete_markers, self._root, markers, keep_from
                 )
 
-    async def _summarise(self, conn: asyncpg.Connection, report: PassReport) -> None:
+    async def _summarise(self, conn: Db, report: PassReport) -> None:
         retentions = [(name, reg.retention.interval) for name, reg in self._settings.registers.items()]
         for reason, register, count, size in await self._timed(
             report, due_summary(conn, self._node, retentions)
@@ -359,7 +357,7 @@ def _until_empty(fetch: Callable[[], Awaitable[list[Disposal]]]) -> Claim:
     return claim
 
 
-def _orphan_claims(conn: asyncpg.Connection, node: str, chunks: Sequence[Sequence[spool.Candidate]]) -> Claim:
+def _orphan_claims(conn: Db, node: str, chunks: Sequence[Sequence[spool.Candidate]]) -> Claim:
     pending = iter(chunks)
 
     async def claim() -> list[Disposal] | None:
@@ -369,86 +367,9 @@ def _orphan_claims(conn: asyncpg.Connection, node: str, chunks: Sequence[Sequenc
     return claim
 
 
-def _count(report: PassReport | None, done: Sequence[tuple[str, str | None, int, int]]) -> None:
+def _count(report: PassReport, done: Sequence[tuple[str, str | None, int, int]]) -> None:
     """Tally finished disposals, (reason, register, count, bytes), into the report and metrics."""
     for reason, register, count, size in done:
-        if report is not None:
-            report.record(reason, register, count, size)
+        report.record(reason, register, count, size)
         metrics.RETENTION_DESTROYED.labels(reason=reason).inc(count)
         metrics.RETENTION_DESTROYED_BYTES.labels(reason=reason).inc(size)
-
-
-# --- holds and erasure (the access API calls these too) ----------------------------------------
-
-
-def _text(value: str, what: str) -> str:
-    """Free text goes into the register: one line, bounded, and never a phone number (a
-    reason like "asked by +358 40 123 4567" keeps only the masked form)."""
-    text = redact(" ".join(value.split()))[:_MAX_TEXT]
-    if not text:
-        raise ValueError(f"{what} must not be empty")
-    return text
-
-
-async def hold(
-    pool: asyncpg.Pool, recording_id: uuid.UUID, *, reason: str, by: str, until: datetime | None = None
-) -> None:
-    """Keep the recording past its retention until released, or until ``until`` passes (a
-    hold that has run out no longer protects; the next pass lifts it and logs that)."""
-    reason, by = _text(reason, "reason"), _text(by, "by")
-    if until is not None and until.tzinfo is None:
-        raise ValueError("until needs a time zone")
-    if until is not None and until <= datetime.now(UTC):
-        raise ValueError("until is in the past")
-    async with pool.acquire() as conn:
-        if not await set_hold(conn, recording_id, reason, by, until):
-            raise RecordingNotFound(f"no recording {recording_id} in the register")
-    # "01 Feb 2027": an ISO date is seven digits in a row, which the log redaction would mask.
-    log.info(
-        "legal hold set", recording_id=str(recording_id), by=by, until=f"{until:%d %b %Y}" if until else None
-    )
-
-
-async def release(pool: asyncpg.Pool, recording_id: uuid.UUID, *, by: str) -> None:
-    """Lift a hold; the recording's retention applies again from the next pass. Releasing a
-    recording that is not held does nothing."""
-    by = _text(by, "by")
-    async with pool.acquire() as conn:
-        if await clear_hold(conn, recording_id, by):
-            log.info("legal hold released", recording_id=str(recording_id), by=by)
-        elif await hold_state(conn, recording_id) is None:
-            raise RecordingNotFound(f"no recording {recording_id} in the register")
-
-
-async def erase(
-    pool: asyncpg.Pool, settings: Settings, recording_id: uuid.UUID, *, reason: str, by: str
-) -> int:
-    """Destroy one recording now (GDPR Art. 17); returns the bytes destroyed. The row leaves
-    the register at once. A file on another node is queued: that node's next pass deletes it,
-    and 0 is returned. Raises ``RecordingOnHold``, ``RecordingNotFound``, or ``OSError`` if the
-    file could not be deleted (the row is gone; every pass retries the file)."""
-    reason, by = _text(reason, "reason"), _text(by, "by")
-    async with pool.acquire() as conn:
-        disposal = await claim_erasure(conn, recording_id, by, reason)
-        if disposal is None:
-            state = await hold_state(conn, recording_id)
-            if state is None:
-                raise RecordingNotFound(f"no recording {recording_id} in the register")
-            since = f" since {state.hold_at:%Y-%m-%d}" if state.hold_at else ""
-            raise RecordingOnHold(
-                f"recording {recording_id} is on legal hold{since} ({state.hold_reason}); "
-                "release it first if the hold no longer applies"
-            )
-        bound = log.bind(recording_id=str(recording_id), register=disposal.register_name, by=by)
-        if disposal.node != settings.node:
-            bound.info("erasure queued for the node that holds the file", node=disposal.node)
-            return 0
-        root = settings.asterisk.recordings_dir
-        [outcome] = await asyncio.to_thread(spool.delete_files, root, [disposal], spool.keep_dirs_from())
-        if outcome not in (spool.DESTROYED, spool.MISSING):
-            metrics.RETENTION_ERRORS.inc()
-            bound.error("erasure: cannot delete the file; every pass retries", error=outcome)
-            raise OSError(f"recording {recording_id}: cannot delete {disposal.file_path}: {outcome}")
-        _count(None, await finish_disposals(conn, [recording_id]))
-    bound.info("recording erased", bytes=disposal.file_size)
-    return disposal.file_size

@@ -1,0 +1,107 @@
+"""Legal holds and erasure of one recording: what ``callrec hold | release | erase`` and the
+access API's ``POST /api/recordings/{id}/hold|release|erase`` do (docs/privacy.md).
+
+A hold keeps a recording past its retention (a police case, a restriction request); an
+erasure destroys one recording now (GDPR Art. 17), in the same crash-safe order as a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+
+from callrec.config import Settings
+from callrec.db.pool import DbPool
+from callrec.ops import metrics
+from callrec.ops.logs import redact
+from callrec.retention import files as spool
+from callrec.retention.queries import claim_erasure, clear_hold, finish_disposals, hold_state, set_hold
+
+log = structlog.get_logger("callrec.retention")
+
+_MAX_TEXT = 500
+
+
+class RecordingNotFound(Exception):
+    """No recording with this id in the register (never recorded, or already destroyed)."""
+
+
+class RecordingOnHold(Exception):
+    """The recording is on legal hold: release it before erasing it."""
+
+
+def _text(value: str, what: str) -> str:
+    """Free text goes into the register: one line, bounded, and never a phone number (a
+    reason like "asked by +358 40 123 4567" keeps only the masked form)."""
+    text = redact(" ".join(value.split()))[:_MAX_TEXT]
+    if not text:
+        raise ValueError(f"{what} must not be empty")
+    return text
+
+
+async def hold(
+    pool: DbPool, recording_id: uuid.UUID, *, reason: str, by: str, until: datetime | None = None
+) -> None:
+    """Keep the recording past its retention until released, or until ``until`` passes (a
+    hold that has run out no longer protects; the next pass lifts it and logs that)."""
+    reason, by = _text(reason, "reason"), _text(by, "by")
+    if until is not None and until.tzinfo is None:
+        raise ValueError("until needs a time zone")
+    if until is not None and until <= datetime.now(UTC):
+        raise ValueError("until is in the past")
+    async with pool.acquire() as conn:
+        if not await set_hold(conn, recording_id, reason, by, until):
+            raise RecordingNotFound(f"no recording {recording_id} in the register")
+    # "01 Feb 2027": an ISO date is seven digits in a row, which the log redaction would mask.
+    log.info(
+        "legal hold set", recording_id=str(recording_id), by=by, until=f"{until:%d %b %Y}" if until else None
+    )
+
+
+async def release(pool: DbPool, recording_id: uuid.UUID, *, by: str) -> None:
+    """Lift a hold; the recording's retention applies again from the next pass. Releasing a
+    recording that is not held does nothing."""
+    by = _text(by, "by")
+    async with pool.acquire() as conn:
+        if await clear_hold(conn, recording_id, by):
+            log.info("legal hold released", recording_id=str(recording_id), by=by)
+        elif await hold_state(conn, recording_id) is None:
+            raise RecordingNotFound(f"no recording {recording_id} in the register")
+
+
+async def erase(pool: DbPool, settings: Settings, recording_id: uuid.UUID, *, reason: str, by: str) -> int:
+    """Destroy one recording now (GDPR Art. 17); returns the bytes destroyed. The row leaves
+    the register at once. A file on another node is queued: that node's next pass deletes it,
+    and 0 is returned. Raises ``RecordingOnHold``, ``RecordingNotFound``, or ``OSError`` if the
+    file could not be deleted (the row is gone; every pass retries the file)."""
+    reason, by = _text(reason, "reason"), _text(by, "by")
+    async with pool.acquire() as conn:
+        disposal = await claim_erasure(conn, recording_id, by, reason)
+        if disposal is None:
+            state = await hold_state(conn, recording_id)
+            if state is None:
+                raise RecordingNotFound(f"no recording {recording_id} in the register")
+            since = f" since {state.hold_at:%Y-%m-%d}" if state.hold_at else ""
+            raise RecordingOnHold(
+                f"recording {recording_id} is on legal hold{since} ({state.hold_reason}); "
+                "release it first if the hold no longer applies"
+            )
+        bound = log.bind(recording_id=str(recording_id), register=disposal.register_name, by=by)
+        if disposal.node != settings.node:
+            bound.info("erasure queued for the node that holds the file", node=disposal.node)
+            return 0
+        root = settings.asterisk.recordings_dir
+        [outcome] = await asyncio.to_thread(spool.delete_files, root, [disposal], spool.keep_dirs_from())
+        if outcome not in (spool.DESTROYED, spool.MISSING):
+            metrics.RETENTION_ERRORS.inc()
+            bound.error("erasure: cannot delete the file; every pass retries", error=outcome)
+            raise OSError(f"recording {recording_id}: cannot delete {disposal.file_path}: {outcome}")
+        # The same series a pass counts into, so the dashboard shows erasures whichever way.
+        for reason_done, _, count, size in await finish_disposals(conn, [recording_id]):
+            metrics.RETENTION_DESTROYED.labels(reason=reason_done).inc(count)
+            metrics.RETENTION_DESTROYED_BYTES.labels(reason=reason_done).inc(size)
+    bound.info("recording erased", bytes=disposal.file_size)
+    return disposal.file_size
