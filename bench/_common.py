@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks of issue 7 (headloss.py, throughput.py). Not a benchmark:
+"""Helpers shared by the benchmarks (headloss.py, throughput.py). Not a benchmark:
 ``make bench`` runs ``bench/*.py`` except files starting with ``_``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Head loss (issue 7): the audio at the start of a call that callrec's recording lacks.
+"""Head loss: the audio at the start of a call that callrec's recording lacks.
 
 A real Asterisk 22 (the test harness's chroot, the shipped ``dialplan/`` plus one bench
 context) and ``callrec run`` writing to a throwaway PostgreSQL. Each call is a Local channel

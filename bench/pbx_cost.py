@@ -1,4 +1,4 @@
-"""What callrec costs the PBX (issue 8), measured side by side on the real Asterisk 22.
+"""What callrec costs the PBX, measured side by side on the real Asterisk 22.
 
 One Asterisk of the test harness (the shipped ``dialplan/*.conf`` plus the simulated phones),
 one throwaway PostgreSQL. The same burst of inbound calls (customer -> ``callrec-inbound`` ->

@@ -1,4 +1,4 @@
-"""Retention sweep vs. the cron line people use today (issue 3).
+"""Retention sweep vs. the cron line people use today.
 
 For each N: one throwaway PostgreSQL database with N expired recordings (rows written by COPY,
 files in the dated tree ``YYYY/MM/DD/<uuid>.wav``, 4 KiB each, spread over 30 days, mtime =

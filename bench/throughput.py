@@ -1,4 +1,4 @@
-"""Control-plane throughput (issue 7): an unmodified ``callrec run`` under a load generator
+"""Control-plane throughput: an unmodified ``callrec run`` under a load generator
 that speaks Asterisk's wire formats, writing its rows to a real PostgreSQL.
 
 The generator (this process) serves ARI (HTTP + the events websocket, ``tests/fakes``'

@@ -1,4 +1,4 @@
--- The register itself: one row per recorded call (REQUIREMENTS.md R3).
+-- The register itself: one row per recorded call (docs/privacy.md#what-a-row-holds, R3).
 -- Only what the privacy notices promise is stored. The CHECK on customer_number_masked is
 -- a last line of defence: the database refuses anything that is not a masked number.
 CREATE TABLE recordings (

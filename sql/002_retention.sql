@@ -1,5 +1,5 @@
--- Retention (issue 3): legal holds, the crash-safe disposal queue, and the disposal log.
--- README.md "Retention" explains the order of a pass; the invariants this schema serves:
+-- Retention: legal holds, the crash-safe disposal queue, and the disposal log.
+-- docs/retention.md#crash-safe-order explains the order of a pass; the invariants this schema serves:
 --   * a row in `recordings` always has its audio file (the sweep never deletes a file whose
 --     recording row still exists);
 --   * every audio file is referenced by `recordings` or by `disposal_pending` until it is

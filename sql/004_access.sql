@@ -1,5 +1,5 @@
--- Access to recordings (issue 6): the people who may listen, their API tokens, and the audit
--- log of every access (REQUIREMENTS.md R5, R6, R8, R9, R10).
+-- Access to recordings: the people who may listen, their API tokens, and the audit
+-- log of every access (docs/privacy.md, R5, R6, R8, R9, R10).
 
 -- Data-subject requests look up one masked number in a time window.
 CREATE INDEX recordings_masked_started ON recordings (customer_number_masked, started_at)

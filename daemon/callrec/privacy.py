@@ -1,4 +1,4 @@
-"""The customer's number as the register may hold it (REQUIREMENTS.md R3).
+"""The customer's number as the register may hold it (docs/privacy.md#masking, R3).
 
 Pure functions. The full number exists only in the caller's memory while this runs.
 """

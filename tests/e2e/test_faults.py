@@ -1,7 +1,7 @@
 """Fault injection on the real Asterisk and PostgreSQL: nothing lost, nothing duplicated.
 
 Each test prints one JSON line with its figures (calls, faults, rows lost, duplicates,
-time to reconnect), which README.md quotes.
+time to reconnect), which docs/architecture.md#fault-injection-results quotes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What keeps callrec light on the PBX (issue 8, README "Performance"), on the real Asterisk 22
+"""What keeps callrec light on the PBX (docs/performance.md), on the real Asterisk 22
 with the shipped dialplan/ari.conf. The CPU figures themselves come from bench/pbx_cost.py."""
 
 from __future__ import annotations

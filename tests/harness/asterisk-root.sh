@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once) a minimal Debian sid root with Asterisk 22, cached outside the repository.
-# Asterisk is not in Debian bookworm; sid has it (see ../shared/DESIGN.md).
+# Asterisk is not in Debian bookworm; sid has it (docs/testing.md#asterisk-in-a-chroot).
 # Usage: asterisk-root.sh [ROOT]   (default: $CALLREC_ASTERISK_ROOT or /var/cache/callrec/asterisk-root)
 set -euo pipefail
 root=${1:-${CALLREC_ASTERISK_ROOT:-/var/cache/callrec/asterisk-root}}

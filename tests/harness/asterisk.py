@@ -2,7 +2,7 @@
 
 The instance loads the sample configs from ``dialplan/`` (only ports, passwords and the
 simulated phones differ), shares the host's loopback, and sees the recordings folder at the
-same path as the daemon through a bind mount (DESIGN.md).
+same path as the daemon through a bind mount (docs/testing.md#asterisk-in-a-chroot).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster from the installed binaries (DESIGN.md recipe).
+"""A throwaway PostgreSQL cluster from the installed binaries (docs/testing.md#a-throwaway-postgresql).
 
 PostgreSQL refuses to run as root, so when we are root the server runs as ``postgres``
 through runuser; elsewhere it runs as the current user.

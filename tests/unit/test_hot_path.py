@@ -1,4 +1,4 @@
-"""The event path's shortcut (issue 8, README "Performance"): ChannelVarset events of variables
+"""The event path's shortcut (docs/performance.md): ChannelVarset events of variables
 outside the dialplan contract are dropped before decoding. Replaying the real Asterisk
 transcripts with and without them must give the tracker's very same commands."""
 

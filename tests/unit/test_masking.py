@@ -1,4 +1,4 @@
-"""Masking (REQUIREMENTS.md R3): examples from the issue, then properties for any input."""
+"""Masking (docs/privacy.md#masking, R3): worked examples, then properties for any input."""
 
 from __future__ import annotations
 

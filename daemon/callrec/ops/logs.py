@@ -1,7 +1,7 @@
 """structlog setup: one JSON object per line on stdout (journald keeps it).
 
 A last processor masks anything shaped like a phone number, so a number passed to a logger
-by mistake still never reaches the journal (REQUIREMENTS.md: no full number in any log).
+by mistake still never reaches the journal (docs/privacy.md#redaction-of-logs).
 Records of the standard ``logging`` module (asyncio's "Task exception was never retrieved",
 aiohttp's "Error handling request", ...) take the same way: otherwise Python's last-resort
 handler would print them as plain, unmasked text.

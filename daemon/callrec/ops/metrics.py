@@ -112,7 +112,7 @@ AUDIT_WRITE_FAILURES = Counter(
     registry=REGISTRY,
 )
 
-# --- retention (issue 3) ---------------------------------------------------------------------
+# --- retention --------------------------------------------------------------------------------
 RETENTION_DESTROYED = Counter(
     "callrec_retention_destroyed_total",
     "Recordings destroyed, and orphan audio files.",
@@ -141,7 +141,7 @@ RETENTION_LAST_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
-# --- operations (issue 4) --------------------------------------------------------------------
+# --- operations -------------------------------------------------------------------------------
 RETENTION_INTERVAL = Gauge(
     "callrec_retention_interval_seconds",
     "[retention] interval: seconds between two retention passes; alerts compare staleness to it.",
