@@ -27,10 +27,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from callrec.access import people
 from callrec.config import AsteriskSettings, Register, Retention, Settings
-from callrec.db.pool import RecordingRow, Store
+from callrec.db import recordings
 from callrec.http.api import build_api
 from callrec.ops import logs
 from callrec.privacy import mask_number, number_hmac
+from callrec.recording.facts import Recording
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 KEY = b"a-test-key-of-32-bytes-----------"
@@ -160,13 +161,15 @@ async def add_recording(
     rid = uuid.uuid4()
     rel = f"{started_at:%Y/%m/%d}/{rid}.wav"
     size, digest = write_wav(recordings_dir / rel, seconds=0.5, seed=seed)
-    row = RecordingRow(
+    ended_at = started_at + timedelta(seconds=seconds)
+    row = Recording(
         id=rid,
         call_id=f"{seed}.0",
         register_name=register,
         direction="inbound",
         started_at=started_at,
-        ended_at=started_at + timedelta(seconds=seconds),
+        ended_at=ended_at,
+        duration_seconds=(ended_at - started_at).total_seconds(),
         service_number="0300",
         customer_number_masked=mask_number(number),
         customer_number_hmac=number_hmac(number, key),
@@ -174,10 +177,11 @@ async def add_recording(
         file_path=rel,
         file_size=size,
         sha256=digest,
-        retention="6 months",
         node="test-node",
+        recovered=False,
+        interrupted=False,
     )
-    assert await Store(pool).insert_recording(row)
+    assert await recordings.insert(pool, row, "6 months")
     return rid
 
 

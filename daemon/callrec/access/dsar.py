@@ -1,6 +1,6 @@
 """Data-subject requests (R6): find a person's calls from their phone number and the time.
 
-The number is masked exactly as at recording time (``callrec.masking``), so the register
+The number is masked exactly as at recording time (``callrec.privacy``), so the register
 never needs the full number. Numbers that differ only in their last three digits share a
 mask; when ``[privacy] number_hmac_key_file`` is configured, the keyed HMAC stored beside
 the mask tells them apart. The full number lives only in this call's memory.
@@ -11,13 +11,15 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 
 from callrec.access import policy as access
+from callrec.db.pool import Db
 from callrec.http import middleware as serving
 from callrec.privacy import mask_number, normalise_number, number_hmac
+from callrec.recording.facts import Recording
 
 MIN_DIGITS = 5
 MAX_WINDOW_MINUTES = 7 * 24 * 60
@@ -31,7 +33,7 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    recording: access.Recording
+    recording: Recording
     match: Match
     """``exact``: the keyed HMAC matches the full number; ``masked``: only the mask matches
     (no key now, or none when the call was recorded)."""
@@ -47,7 +49,7 @@ class Result:
 
 
 async def search(
-    db: Any, g: access.Grant, number: str, at: datetime, window_minutes: int, key: bytes | None
+    db: Db, g: access.Grant, number: str, at: datetime, window_minutes: int, key: bytes | None
 ) -> Result:
     normal = normalise_number(number)
     if normal is None or len(normal.lstrip("+")) < MIN_DIGITS:

@@ -23,9 +23,9 @@ import orjson
 from aiohttp import web
 
 from callrec.access import policy as access
-from callrec.access.policy import Recording
 from callrec.http import middleware as serving
 from callrec.ops.logs import redact
+from callrec.recording.facts import Recording
 
 MAX_RECORDINGS = 1000
 _CASE_REFERENCE = re.compile(r"^[A-Za-z0-9 ./:_#()-]{1,100}$")
@@ -140,7 +140,7 @@ def build(
                 info = zipfile.ZipInfo(name, date_time=rec.started_at.utctimetuple()[:6])
                 # Audio is stored, not deflated: it barely shrinks and hashing dominates.
                 try:
-                    src = rec.audio_path(recordings_dir).open("rb")
+                    src = access.audio_path(rec, recordings_dir).open("rb")
                 except FileNotFoundError:
                     raise IntegrityError(f"recording {rec.id}: the audio file is missing") from None
                 with src, zf.open(info, "w") as dst:
@@ -153,7 +153,7 @@ def build(
                     )
                 sums.append((rec.sha256, name))
                 entries.append(
-                    {k: v for k, v in rec.to_json("dpo").items() if k != "audio_url"} | {"file": name}
+                    {k: v for k, v in rec.to_json(access.VIEWS["dpo"], audio=False).items()} | {"file": name}
                 )
             metadata = orjson.dumps(
                 {

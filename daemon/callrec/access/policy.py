@@ -4,7 +4,7 @@ The policy is a matrix of role x action (``POLICY``). Each action's reach is ``o
 recordings whose agent id is the person's own), ``team`` (own plus every direct and indirect
 subordinate's) or ``all``. Every read of ``recordings`` for the API goes through a ``Grant``
 and is filtered in SQL, so a recording outside one's reach is simply not found: 404, never
-403, and nothing leaks about its existence (REQUIREMENTS.md R5, R10).
+403, and nothing leaks about its existence (docs/privacy.md#who-may-listen, R5 and R10).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from callrec.access.people import Principal, Role, team_agent_ids
+from callrec.db import recordings
+from callrec.db.pool import Db, Row
+from callrec.recording.facts import Recording, View
 
 
 class Action(StrEnum):
@@ -36,7 +39,6 @@ class Action(StrEnum):
 
 
 Reach = Literal["own", "team", "all"]
-View = Literal["full", "operational"]
 _LISTEN: tuple[Action, ...] = (Action.SEARCH, Action.VIEW, Action.PLAY, Action.DOWNLOAD)
 
 POLICY: Mapping[Role, Mapping[Action, Reach]] = {
@@ -78,7 +80,7 @@ class Grant:
         return VIEWS[self.principal.role]
 
 
-async def grant(db: Any, principal: Principal, action: Action) -> Grant:
+async def grant(db: Db, principal: Principal, action: Action) -> Grant:
     """Decide, or raise ``Forbidden``. Team membership is read now, so a move takes effect at once."""
     reach = POLICY[principal.role].get(action)
     if reach is None:
@@ -93,73 +95,26 @@ async def grant(db: Any, principal: Principal, action: Action) -> Grant:
     return Grant(principal, action, agent_ids)
 
 
-@dataclass(frozen=True, slots=True)
-class Recording:
-    """A row of ``recordings`` as the API may use it (the HMAC never leaves this module)."""
-
-    id: uuid.UUID
-    register_name: str
-    direction: str
-    started_at: datetime
-    ended_at: datetime
-    duration_seconds: float
-    service_number: str | None
-    customer_number_masked: str | None
-    customer_number_hmac: str | None
-    agent_name: str | None
-    agent_user: str | None
-    file_path: str
-    file_size: int
-    sha256: str
-    retain_until: datetime
-    legal_hold: bool
-    node: str
-    recovered: bool
-    interrupted: bool
-
-    def to_json(self, role: Role) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "register": self.register_name,
-            "direction": self.direction,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration_seconds": self.duration_seconds,
-            "service_number": self.service_number,
-            "file_path": self.file_path,
-            "file_size": self.file_size,
-            "sha256": self.sha256,
-            "retain_until": self.retain_until,
-            "legal_hold": self.legal_hold,
-            "node": self.node,
-            "recovered": self.recovered,
-            "interrupted": self.interrupted,
-        }
-        if VIEWS[role] == "full":
-            out["customer_number_masked"] = self.customer_number_masked
-            out["agent"] = self.agent_name
-            out["agent_user"] = self.agent_user
-        if allowed(role, Action.PLAY):
-            out["audio_url"] = f"/api/recordings/{self.id}/audio"
-        return out
-
-    def audio_path(self, recordings_dir: Path) -> Path:
-        """The file, refusing anything that would resolve outside recordings_dir."""
-        root = recordings_dir.resolve()
-        path = (root / self.file_path).resolve()
-        if not path.is_relative_to(root):
-            raise NotVisible(f"recording {self.id}: file path outside recordings_dir")
-        return path
+def as_json(rec: Recording, role: Role) -> dict[str, Any]:
+    """What this role gets of a recording: its view of the metadata, and audio only if it may play."""
+    return rec.to_json(VIEWS[role], audio=allowed(role, Action.PLAY))
 
 
-_SELECT = """
-SELECT r.id, r.register_name, r.direction, r.started_at, r.ended_at,
-       r.duration_seconds::float8 AS duration_seconds, r.service_number, r.customer_number_masked,
-       r.customer_number_hmac, r.agent_name, u.name AS agent_user, r.file_path, r.file_size, r.sha256,
-       r.retain_until, r.legal_hold, r.node, r.recovered, r.interrupted
-FROM recordings r LEFT JOIN users u ON u.agent_id = r.agent_name
-WHERE ($1::text[] IS NULL OR r.agent_name = ANY($1::text[]))
-"""
+def audio_path(rec: Recording, recordings_dir: Path) -> Path:
+    """The recording's file, refusing a path that would resolve outside recordings_dir."""
+    root = recordings_dir.resolve()
+    path = (root / rec.file_path).resolve()
+    if not path.is_relative_to(root):
+        raise NotVisible(f"recording {rec.id}: file path outside recordings_dir")
+    return path
+
+
+# Every read for the API goes through this WHERE: the grant's reach, in SQL.
+_SELECT = recordings.SELECT + " WHERE ($1::text[] IS NULL OR r.agent_name = ANY($1::text[]))"
+
+
+def _row(record: Row) -> Recording:
+    return recordings.from_record(dict(record))
 
 
 def _scope(g: Grant) -> list[str] | None:
@@ -181,7 +136,7 @@ class Filters:
         return {k: str(getattr(self, k)) for k in self.__slots__ if getattr(self, k) is not None}
 
 
-async def search(db: Any, g: Grant, f: Filters, *, limit: int = 100, offset: int = 0) -> list[Recording]:
+async def search(db: Db, g: Grant, f: Filters, *, limit: int = 100, offset: int = 0) -> list[Recording]:
     """Newest first, within the grant's reach."""
     if f.agent is not None and g.view != "full":
         raise Forbidden(f"role {g.principal.role} sees no agent data and cannot search by agent")
@@ -203,20 +158,20 @@ async def search(db: Any, g: Grant, f: Filters, *, limit: int = 100, offset: int
         limit,
         offset,
     )
-    return [Recording(**dict(r)) for r in rows]
+    return [_row(r) for r in rows]
 
 
-async def get(db: Any, g: Grant, recording_id: uuid.UUID) -> Recording:
+async def get(db: Db, g: Grant, recording_id: uuid.UUID) -> Recording:
     row = await db.fetchrow(_SELECT + " AND r.id = $2", _scope(g), recording_id)
     if row is None:
         raise NotVisible(f"no recording {recording_id}")
-    return Recording(**dict(row))
+    return _row(row)
 
 
-async def get_many(db: Any, g: Grant, ids: Sequence[uuid.UUID]) -> list[Recording]:
+async def get_many(db: Db, g: Grant, ids: Sequence[uuid.UUID]) -> list[Recording]:
     """All of them in the given order, or ``NotVisible`` naming the first one missing."""
     rows = await db.fetch(_SELECT + " AND r.id = ANY($2::uuid[])", _scope(g), list(ids))
-    found = {r["id"]: Recording(**dict(r)) for r in rows}
+    found = {r["id"]: _row(r) for r in rows}
     for rid in ids:
         if rid not in found:
             raise NotVisible(f"no recording {rid}")
@@ -224,7 +179,7 @@ async def get_many(db: Any, g: Grant, ids: Sequence[uuid.UUID]) -> list[Recordin
 
 
 async def by_masked_number(
-    db: Any, g: Grant, masked: str, since: datetime, until: datetime
+    db: Db, g: Grant, masked: str, since: datetime, until: datetime
 ) -> list[Recording]:
     """Calls with this masked number whose time overlaps [since, until]."""
     rows = await db.fetch(
@@ -238,4 +193,4 @@ async def by_masked_number(
         since,
         until,
     )
-    return [Recording(**dict(r)) for r in rows]
+    return [_row(r) for r in rows]

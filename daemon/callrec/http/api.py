@@ -19,6 +19,7 @@ from callrec.access import audit, dsar, exports
 from callrec.access import policy as access
 from callrec.access.policy import Action
 from callrec.config import Settings
+from callrec.db.pool import DbPool
 from callrec.http import audio, openapi
 from callrec.http import middleware as serving
 from callrec.http import pages as webpage
@@ -31,7 +32,7 @@ MAX_PAGE = 1000
 MAX_BODY = 128 * 1024
 
 
-def build_api(pool: asyncpg.Pool, settings: Settings) -> web.Application:
+def build_api(pool: DbPool, settings: Settings) -> web.Application:
     """The application for ``[api] listen``. Serve it with ``web.AppRunner(app, access_log=None)``:
     the middleware logs one line per request without tokens or query strings."""
     app = web.Application(middlewares=[serving.audited], client_max_size=MAX_BODY)
@@ -121,7 +122,7 @@ async def _search(request: web.Request) -> web.StreamResponse:
     found = await access.search(serving.pool(request), g, filters, limit=limit, offset=offset)
     request[serving.ENTRY].detail.update(filters.detail() | {"count": len(found)})
     return json_response(
-        {"recordings": [r.to_json(who.role) for r in found], "limit": limit, "offset": offset}
+        {"recordings": [access.as_json(r, who.role) for r in found], "limit": limit, "offset": offset}
     )
 
 
@@ -129,7 +130,7 @@ async def _view(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     g = await access.grant(serving.pool(request), who, Action.VIEW)
     rid = recording_id(request)
-    return json_response((await access.get(serving.pool(request), g, rid)).to_json(who.role))
+    return json_response(access.as_json(await access.get(serving.pool(request), g, rid), who.role))
 
 
 async def _audio(request: web.Request) -> web.StreamResponse:
@@ -138,7 +139,7 @@ async def _audio(request: web.Request) -> web.StreamResponse:
     request[serving.ENTRY].action = action.value
     g = await access.grant(serving.pool(request), who, action)
     rec = await access.get(serving.pool(request), g, recording_id(request))
-    path = rec.audio_path(serving.settings(request).asterisk.recordings_dir)
+    path = access.audio_path(rec, serving.settings(request).asterisk.recordings_dir)
     try:
         f, size = await audio.open_file(path)
     except FileNotFoundError:
@@ -166,7 +167,7 @@ async def _audio(request: web.Request) -> web.StreamResponse:
         f.close()
 
 
-async def _retention_action(request: web.Request, action: Action) -> tuple[Any, uuid.UUID, dict[str, Any]]:
+async def _retention_action(request: web.Request, action: Action) -> tuple[DbPool, uuid.UUID, dict[str, Any]]:
     who = serving.principal(request)
     g = await access.grant(serving.pool(request), who, action)
     rid = recording_id(request)
@@ -206,7 +207,7 @@ async def _erase(request: web.Request) -> web.StreamResponse:
 async def _after(request: web.Request, rid: uuid.UUID) -> web.StreamResponse:
     who = serving.principal(request)
     g = await access.grant(serving.pool(request), who, Action.VIEW)
-    return json_response((await access.get(serving.pool(request), g, rid)).to_json(who.role))
+    return json_response(access.as_json(await access.get(serving.pool(request), g, rid), who.role))
 
 
 async def _dsar(request: web.Request) -> web.StreamResponse:
@@ -225,7 +226,7 @@ async def _dsar(request: web.Request) -> web.StreamResponse:
             "number_masked": result.masked,
             "exact_matching": result.exact_matching,
             "candidates": [
-                c.recording.to_json("dpo") | {"match": c.match, "seconds_away": c.seconds_away}
+                access.as_json(c.recording, "dpo") | {"match": c.match, "seconds_away": c.seconds_away}
                 for c in result.candidates
             ],
         }

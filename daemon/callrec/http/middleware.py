@@ -26,6 +26,7 @@ from callrec.access import audit, people
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.config import Settings
+from callrec.db.pool import DbPool
 from callrec.http import audio
 from callrec.ops import metrics
 
@@ -66,7 +67,7 @@ class ApiError(Exception):
         self.outcome = outcome
 
 
-POOL: web.AppKey[Any] = web.AppKey("pool")
+POOL: web.AppKey[DbPool] = web.AppKey("pool")
 SETTINGS = web.AppKey("settings", Settings)
 ROUTES: web.AppKey[dict[Any, RouteInfo]] = web.AppKey("routes")
 ERRORS: web.AppKey[Callable[[Exception], ApiError | None]] = web.AppKey("errors")
@@ -134,7 +135,7 @@ def principal(request: web.Request) -> Principal:
     return who
 
 
-def pool(request: web.Request) -> Any:
+def pool(request: web.Request) -> DbPool:
     return request.app[POOL]
 
 

@@ -24,6 +24,7 @@ from callrec.access.people import Principal
 from callrec.access.policy import Action
 from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, int_param, recording_id, time_param
+from callrec.recording.facts import Recording
 
 _CSS = files(__package__).joinpath("templates/style.css").read_bytes()
 
@@ -115,7 +116,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 def _search_page(
-    request: web.Request, who: Principal, filters: access.Filters, found: list[access.Recording] | None
+    request: web.Request, who: Principal, filters: access.Filters, found: list[Recording] | None
 ) -> web.Response:
     return page(
         "search.html",
@@ -132,7 +133,7 @@ async def _recording(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     g = await access.grant(serving.pool(request), who, Action.VIEW)
     rec = await access.get(serving.pool(request), g, recording_id(request))
-    facts = rec.to_json(who.role)
+    facts = access.as_json(rec, who.role)
     audio_url = facts.pop("audio_url", None)
     return page("recording.html", f"Recording {when(rec.started_at)}", who, facts=facts, audio_url=audio_url)
 
