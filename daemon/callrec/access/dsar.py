@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from aiohttp import web
-
 from callrec.access import policy as access
 from callrec.db.pool import Db
-from callrec.http import middleware as serving
 from callrec.privacy import mask_number, normalise_number, number_hmac
 from callrec.recording.facts import Recording
 
@@ -72,21 +69,3 @@ async def search(
         found.append(Candidate(rec, match, away))
     found.sort(key=lambda c: (c.match != "exact", c.seconds_away, c.recording.started_at))
     return Result(masked, wanted is not None, found)
-
-
-async def search_for(
-    request: web.Request, g: access.Grant, number: str, at: datetime, window_minutes: int
-) -> Result:
-    """``search`` for the web request; the audit row keeps the mask, never the number."""
-    db = serving.pool(request)
-    result = await search(db, g, number, at, window_minutes, serving.settings(request).number_hmac_key)
-    request[serving.ENTRY].detail.update(
-        {
-            "number_masked": result.masked,
-            "at": at.isoformat(),
-            "window_minutes": window_minutes,
-            "exact_matching": result.exact_matching,
-            "recording_ids": [str(c.recording.id) for c in result.candidates],
-        }
-    )
-    return result

@@ -7,7 +7,6 @@ disclosed is provably what was recorded; a mismatch refuses the export.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import tempfile
@@ -15,15 +14,13 @@ import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from aiohttp import web
 
 from callrec.access import policy as access
-from callrec.http import middleware as serving
 from callrec.ops.logs import redact
 from callrec.recording.facts import Recording
 
@@ -84,36 +81,6 @@ def parse_ids(values: Any) -> list[uuid.UUID]:
         return list(dict.fromkeys(uuid.UUID(str(v)) for v in values))
     except ValueError:
         raise BadExport("recording_ids: each must be a recording id (a UUID)") from None
-
-
-async def respond(
-    request: web.Request, g: access.Grant, ids: Sequence[uuid.UUID], disclosure: Disclosure
-) -> web.StreamResponse:
-    """Build the bundle, record the disclosure in the audit log, then send the zip."""
-    who = g.principal
-    recordings = await access.get_many(serving.pool(request), g, ids)
-    now = datetime.now(UTC)
-    recordings_dir = serving.settings(request).asterisk.recordings_dir
-    bundle = await asyncio.to_thread(
-        build, recordings, recordings_dir, disclosure, exported_by=who.name, exported_at=now
-    )
-    try:
-        await serving.commit(
-            request,
-            200,
-            **disclosure.to_json(),
-            recording_ids=[str(i) for i in ids],
-            bundle_sha256=bundle.sha256,
-            bundle_bytes=bundle.size,
-        )
-        headers = {
-            "Content-Type": "application/zip",
-            "Content-Disposition": f'attachment; filename="callrec-export-{now:%Y%m%dT%H%M%SZ}.zip"',
-            "X-Callrec-Bundle-SHA256": bundle.sha256,
-        }
-        return await serving.stream(request, bundle.file, 0, bundle.size, 200, headers)
-    finally:
-        bundle.file.close()
 
 
 def _member(rec: Recording) -> str:

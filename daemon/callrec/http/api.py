@@ -2,7 +2,8 @@
 
 ``build_api(pool, settings)`` gives the aiohttp application that ``callrec run`` serves on
 ``[api] listen``, the web page at / included. Who may do what is decided in
-``callrec.access``; this module only parses requests and shapes answers.
+``callrec.access``; this module only reads requests and shapes JSON answers. Search,
+data-subject search and export run the same core as the web page (``http/core.py``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ from callrec.access import policy as access
 from callrec.access.policy import Action
 from callrec.config import Settings
 from callrec.db.pool import DbPool
-from callrec.http import audio, openapi
+from callrec.http import audio, core, openapi
 from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
 from callrec.ops.logs import redact
 from callrec.retention import sweep as retention
 
-MAX_PAGE = 1000
 # Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
 MAX_BODY = 128 * 1024
 
@@ -114,23 +114,22 @@ async def _whoami(request: web.Request) -> web.StreamResponse:
 
 async def _search(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
-    q = request.query
-    filters = serving.search_filters(q)
-    limit = int_param(q.get("limit"), "limit", 100, 1, MAX_PAGE)
-    offset = int_param(q.get("offset"), "offset", 0, 0, 10_000_000)
-    g = await access.grant(serving.pool(request), who, Action.SEARCH)
-    found = await access.search(serving.pool(request), g, filters, limit=limit, offset=offset)
-    request[serving.ENTRY].detail.update(filters.detail() | {"count": len(found)})
+    found = await core.search(serving.pool(request), who, request.query)
+    request[serving.ENTRY].detail.update(found.audit)
     return json_response(
-        {"recordings": [access.as_json(r, who.role) for r in found], "limit": limit, "offset": offset}
+        {
+            "recordings": [access.as_json(r, who.role) for r in found.recordings],
+            "limit": found.limit,
+            "offset": found.offset,
+        }
     )
 
 
 async def _view(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
-    g = await access.grant(serving.pool(request), who, Action.VIEW)
-    rid = recording_id(request)
-    return json_response(access.as_json(await access.get(serving.pool(request), g, rid), who.role))
+    return json_response(
+        access.as_json(await core.view(serving.pool(request), who, recording_id(request)), who.role)
+    )
 
 
 async def _audio(request: web.Request) -> web.StreamResponse:
@@ -206,41 +205,31 @@ async def _erase(request: web.Request) -> web.StreamResponse:
 
 async def _after(request: web.Request, rid: uuid.UUID) -> web.StreamResponse:
     who = serving.principal(request)
-    g = await access.grant(serving.pool(request), who, Action.VIEW)
-    return json_response(access.as_json(await access.get(serving.pool(request), g, rid), who.role))
+    return json_response(access.as_json(await core.view(serving.pool(request), who, rid), who.role))
 
 
 async def _dsar(request: web.Request) -> web.StreamResponse:
-    g = await access.grant(serving.pool(request), serving.principal(request), Action.DSAR_SEARCH)
-    body = await _body(request)
-    number = body.get("number")
-    if not isinstance(number, str):
-        raise BadParam("number: the full phone number as a string")
-    at = time_param(body.get("at"), "at")
-    if at is None:
-        raise BadParam("at: the approximate time of the call (ISO 8601)")
-    window = int_param(body.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
-    result = await dsar.search_for(request, g, number, at, window)
+    who = serving.principal(request)
+    key = serving.settings(request).number_hmac_key
+    found = await core.dsar_search(serving.pool(request), who, key, functools.partial(_body, request))
+    request[serving.ENTRY].detail.update(found.audit)
     return json_response(
         {
-            "number_masked": result.masked,
-            "exact_matching": result.exact_matching,
+            "number_masked": found.result.masked,
+            "exact_matching": found.result.exact_matching,
             "candidates": [
-                access.as_json(c.recording, "dpo") | {"match": c.match, "seconds_away": c.seconds_away}
-                for c in result.candidates
+                access.as_json(c.recording, who.role) | {"match": c.match, "seconds_away": c.seconds_away}
+                for c in found.result.candidates
             ],
         }
     )
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
-    g = await access.grant(serving.pool(request), serving.principal(request), Action.EXPORT)
-    body = await _body(request)
-    ids = exports.parse_ids(body.get("recording_ids"))
-    disclosure = exports.Disclosure.parse(
-        body.get("recipient"), body.get("legal_basis"), body.get("case_reference")
-    )
-    return await exports.respond(request, g, ids, disclosure)
+    recordings_dir = serving.settings(request).asterisk.recordings_dir
+    read = functools.partial(_body, request)
+    exported = await core.export(serving.pool(request), serving.principal(request), recordings_dir, read)
+    return await core.send_export(request, exported)
 
 
 async def _audit(request: web.Request) -> web.StreamResponse:
@@ -253,7 +242,7 @@ async def _audit(request: web.Request) -> web.StreamResponse:
         raise BadParam("recording_id: expected a UUID") from None
     since, until = time_param(q.get("from"), "from"), time_param(q.get("to"), "to")
     user, action = q.get("user") or None, q.get("action") or None
-    limit = int_param(q.get("limit"), "limit", 100, 1, MAX_PAGE)
+    limit = int_param(q.get("limit"), "limit", 100, 1, core.MAX_PAGE)
     rows = await audit.read(
         serving.pool(request),
         since=since,

@@ -104,15 +104,6 @@ def int_param(value: Any, name: str, default: int, low: int, high: int) -> int:
     return number
 
 
-def search_filters(query: Mapping[str, str]) -> access.Filters:
-    return access.Filters(
-        since=time_param(query.get("from"), "from"),
-        until=time_param(query.get("to"), "to"),
-        register=query.get("register") or None,
-        agent=query.get("agent") or None,
-    )
-
-
 def recording_id(request: web.Request) -> uuid.UUID:
     """An id that is not a UUID names no recording: 404, like any other unknown id."""
     rid = request[ENTRY].recording_id  # the middleware parsed it

@@ -18,12 +18,13 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from callrec.access import dsar, exports, people
+from callrec.access import people
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.access.policy import Action
+from callrec.http import core
 from callrec.http import middleware as serving
-from callrec.http.middleware import BadParam, int_param, recording_id, time_param
+from callrec.http.middleware import recording_id
 from callrec.recording.facts import Recording
 
 _CSS = files(__package__).joinpath("templates/style.css").read_bytes()
@@ -105,14 +106,11 @@ async def _index(request: web.Request) -> web.StreamResponse:
         return resp
     if "run" not in request.query:
         return _search_page(request, who, access.Filters(), None)
-    q = request.query
     request[serving.ENTRY].action = Action.SEARCH.value
-    filters = serving.search_filters(q)
-    limit = int_param(q.get("limit"), "limit", 100, 1, 1000)
-    g = await access.grant(serving.pool(request), who, Action.SEARCH)
-    found = await access.search(serving.pool(request), g, filters, limit=limit)
-    request[serving.ENTRY].detail.update(filters.detail() | {"count": len(found)})
-    return _search_page(request, who, filters, found)
+    # The form sends no offset: a page shows the first results only.
+    found = await core.search(serving.pool(request), who, request.query)
+    request[serving.ENTRY].detail.update(found.audit)
+    return _search_page(request, who, found.filters, found.recordings)
 
 
 def _search_page(
@@ -131,8 +129,7 @@ def _search_page(
 
 async def _recording(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
-    g = await access.grant(serving.pool(request), who, Action.VIEW)
-    rec = await access.get(serving.pool(request), g, recording_id(request))
+    rec = await core.view(serving.pool(request), who, recording_id(request))
     facts = access.as_json(rec, who.role)
     audio_url = facts.pop("audio_url", None)
     return page("recording.html", f"Recording {when(rec.started_at)}", who, facts=facts, audio_url=audio_url)
@@ -170,21 +167,22 @@ async def _dsar_form(request: web.Request) -> web.StreamResponse:
 
 async def _dsar(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
-    g = await access.grant(serving.pool(request), who, Action.DSAR_SEARCH)
-    form = await request.post()
-    at = time_param(form.get("at"), "at")
-    if at is None:
-        raise BadParam("at: the approximate time of the call")
-    window = int_param(form.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
-    result = await dsar.search_for(request, g, str(form.get("number", "")), at, window)
-    return page("dsar.html", _DSAR_TITLE, who, at=at, window_minutes=window, result=result)
+    key = serving.settings(request).number_hmac_key
+    found = await core.dsar_search(serving.pool(request), who, key, request.post)
+    request[serving.ENTRY].detail.update(found.audit)
+    return page(
+        "dsar.html", _DSAR_TITLE, who, at=found.at, window_minutes=found.window_minutes, result=found.result
+    )
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
-    g = await access.grant(serving.pool(request), serving.principal(request), Action.EXPORT)
-    form = await request.post()
-    ids = exports.parse_ids([str(v) for v in form.getall("recording_id", [])])
-    disclosure = exports.Disclosure.parse(
-        form.get("recipient"), form.get("legal_basis"), form.get("case_reference")
-    )
-    return await exports.respond(request, g, ids, disclosure)
+    async def read() -> core.Fields:
+        form = await request.post()
+        # One checkbox per recording, each named recording_id; the API takes a list.
+        return {"recording_ids": form.getall("recording_id", [])} | {
+            name: form.get(name) for name in ("recipient", "legal_basis", "case_reference")
+        }
+
+    recordings_dir = serving.settings(request).asterisk.recordings_dir
+    exported = await core.export(serving.pool(request), serving.principal(request), recordings_dir, read)
+    return await core.send_export(request, exported)

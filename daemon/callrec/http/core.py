@@ -1,0 +1,147 @@
+"""What a search, a data-subject search and an export do, for the API and the web page alike.
+
+Each function takes the signed-in person, the database and the request's fields as plain
+values, decides the grant, runs the query and returns the result with the audit row's detail.
+The API shapes JSON from the result and the page renders a template, so the two cannot drift
+apart in who may do what or in what the audit log records.
+
+The grant comes before the request's fields are read: a role that may not do this at all is
+refused without a word about the body it sent (docs/api.md#errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from callrec.access import dsar, exports
+from callrec.access import policy as access
+from callrec.access.people import Principal
+from callrec.access.policy import Action
+from callrec.db.pool import Db
+from callrec.http import middleware as serving
+from callrec.http.middleware import BadParam, int_param, time_param
+from callrec.recording.facts import Recording
+
+MAX_PAGE = 1000
+
+Fields = Mapping[str, Any]
+ReadFields = Callable[[], Awaitable[Fields]]
+"""Reads the request's fields (a JSON body, a form) once the grant allows it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Searched:
+    filters: access.Filters
+    recordings: list[Recording]
+    limit: int
+    offset: int
+    audit: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DsarFound:
+    at: datetime
+    window_minutes: int
+    result: dsar.Result
+    audit: dict[str, Any]
+    """Keeps the masked number, never the number given (docs/privacy.md#finding-a-data-subjects-calls)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    bundle: exports.Bundle
+    exported_at: datetime
+    audit: dict[str, Any]
+    """The disclosure record (docs/privacy.md#disclosure)."""
+
+
+def search_filters(query: Fields) -> access.Filters:
+    return access.Filters(
+        since=time_param(query.get("from"), "from"),
+        until=time_param(query.get("to"), "to"),
+        register=query.get("register") or None,
+        agent=query.get("agent") or None,
+    )
+
+
+async def search(db: Db, who: Principal, query: Fields) -> Searched:
+    """``query``: from, to, register, agent, limit, offset, as the API and the page's form name them."""
+    filters = search_filters(query)
+    limit = int_param(query.get("limit"), "limit", 100, 1, MAX_PAGE)
+    offset = int_param(query.get("offset"), "offset", 0, 0, 10_000_000)
+    g = await access.grant(db, who, Action.SEARCH)
+    found = await access.search(db, g, filters, limit=limit, offset=offset)
+    return Searched(filters, found, limit, offset, filters.detail() | {"count": len(found)})
+
+
+async def view(db: Db, who: Principal, recording_id: uuid.UUID) -> Recording:
+    return await access.get(db, await access.grant(db, who, Action.VIEW), recording_id)
+
+
+async def dsar_search(db: Db, who: Principal, key: bytes | None, read: ReadFields) -> DsarFound:
+    """``read`` gives number, at, window_minutes; ``key``: the HMAC key, if configured."""
+    g = await access.grant(db, who, Action.DSAR_SEARCH)
+    fields = await read()
+    number = fields.get("number")
+    if not isinstance(number, str):
+        raise BadParam("number: the full phone number as a string")
+    at = time_param(fields.get("at"), "at")
+    if at is None:
+        raise BadParam("at: the approximate time of the call (ISO 8601)")
+    window = int_param(fields.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
+    result = await dsar.search(db, g, number, at, window, key)
+    detail = {
+        "number_masked": result.masked,
+        "at": at.isoformat(),
+        "window_minutes": window,
+        "exact_matching": result.exact_matching,
+        "recording_ids": [str(c.recording.id) for c in result.candidates],
+    }
+    return DsarFound(at, window, result, detail)
+
+
+async def export(db: Db, who: Principal, recordings_dir: Path, read: ReadFields) -> Exported:
+    """``read`` gives recording_ids, recipient, legal_basis, case_reference. The caller must
+    send the bundle with ``send_export``, which closes it."""
+    g = await access.grant(db, who, Action.EXPORT)
+    fields = await read()
+    ids = exports.parse_ids(fields.get("recording_ids"))
+    disclosure = exports.Disclosure.parse(
+        fields.get("recipient"), fields.get("legal_basis"), fields.get("case_reference")
+    )
+    recordings = await access.get_many(db, g, ids)
+    now = datetime.now(UTC)
+    bundle = await asyncio.to_thread(
+        exports.build, recordings, recordings_dir, disclosure, exported_by=who.name, exported_at=now
+    )
+    detail = disclosure.to_json() | {
+        "recording_ids": [str(i) for i in ids],
+        "bundle_sha256": bundle.sha256,
+        "bundle_bytes": bundle.size,
+    }
+    return Exported(bundle, now, detail)
+
+
+async def send_export(request: web.Request, exported: Exported) -> web.StreamResponse:
+    """The disclosure is in the audit log before the first byte of the bundle leaves."""
+    bundle = exported.bundle
+    try:
+        await serving.commit(request, 200, **exported.audit)
+        headers = {
+            "Content-Type": "application/zip",
+            "Content-Disposition": (
+                f'attachment; filename="callrec-export-{exported.exported_at:%Y%m%dT%H%M%SZ}.zip"'
+            ),
+            "X-Callrec-Bundle-SHA256": bundle.sha256,
+        }
+        return await serving.stream(request, bundle.file, 0, bundle.size, 200, headers)
+    finally:
+        bundle.file.close()
