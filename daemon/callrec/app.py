@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
-import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -31,7 +29,7 @@ from callrec.asterisk.ari_events import (
     parse_event,
 )
 from callrec.config import Settings
-from callrec.db.pool import TRANSIENT_ERRORS, Store, StoreUnavailable, close_pool
+from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
 from callrec.ops import metrics, sdnotify
 from callrec.ops.disk import free_bytes
@@ -43,8 +41,10 @@ from callrec.recording.outbox import Outbox
 from callrec.recording.recorder import Recorder
 from callrec.recording.tracker import CallTracker
 from callrec.retention.sweep import Sweeper
+from callrec.retry import Backoff, Stopped, retry
 
 log = structlog.get_logger("callrec.app")
+T = TypeVar("T")
 
 
 class App:
@@ -73,7 +73,7 @@ class App:
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runners: list[web.AppRunner] = []
-        self._api_pool: asyncpg.Pool | None = None
+        self._api_pool: DbPool | None = None
         self._pending_at_start: list[StartRecording] | None = None
         self._asterisk_started: str | None = None
 
@@ -96,16 +96,23 @@ class App:
         Runs after every (re)connect of the events websocket; the ARI client holds the
         events that arrive meanwhile and delivers them after it, in order.
         """
-        delay = 0.2
-        for attempt in range(5):
-            try:
-                await self._reconcile()
-                return
-            except AriUnavailable as exc:
-                log.warning("reconciliation failed; retrying", error=str(exc)[:200], attempt=attempt + 1)
-                await asyncio.sleep(delay)
-                delay *= 2
-        await self._reconcile()  # the last failure propagates: logged and counted by the client
+        backoff = Backoff(initial=0.2, maximum=3.2, stop=self.stopping)
+
+        def failed(exc: BaseException, retry_in: float) -> None:
+            log.warning(
+                "reconciliation failed; retrying",
+                error=str(exc)[:200],
+                attempt=backoff.attempt,
+                retry_in=round(retry_in, 2),
+            )
+
+        # Six tries, five waits of at most 0.2 to 3.2 s: a REST hiccup right after the connect is
+        # ridden out, a lasting failure propagates, logged and counted by the ARI client, which
+        # then reconnects. Stopping: nothing is left to reconcile for.
+        with contextlib.suppress(Stopped):
+            await retry(
+                self._reconcile, retry_on=(AriUnavailable,), backoff=backoff, on_failure=failed, tries=6
+            )
 
     async def _reconcile(self) -> None:
         assert self.recorder is not None
@@ -200,41 +207,39 @@ class App:
         await asyncio.gather(waits, stop, return_exceptions=True)
 
     async def _connect_store(self) -> Store:
-        delay = 0.5
-        while True:
-            try:
-                store = await Store.connect(self.settings.database_dsn)
-                metrics.CONNECTION_UP.labels(connection="database").set(1)
-                return store
-            except StoreUnavailable as exc:
-                metrics.CONNECTION_UP.labels(connection="database").set(0)
-                metrics.RECONNECTS.labels(connection="database").inc()
-                log.warning("database unreachable; retrying", error=str(exc)[:200], retry_in=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay * random.uniform(0.5, 1.0))
-            if self.stopping.is_set():
-                raise asyncio.CancelledError
-            delay = min(delay * 2, 10.0)
+        def failed(exc: BaseException, retry_in: float) -> None:
+            metrics.CONNECTION_UP.labels(connection="database").set(0)
+            metrics.RECONNECTS.labels(connection="database").inc()
+            log.warning("database unreachable; retrying", error=str(exc)[:200], retry_in=round(retry_in, 2))
+
+        store = await self._until_connected(lambda: Store.connect(self.settings.database_dsn), failed)
+        metrics.CONNECTION_UP.labels(connection="database").set(1)
+        return store
+
+    async def _until_connected(
+        self, connect: Callable[[], Awaitable[T]], failed: Callable[[BaseException, float], None]
+    ) -> T:
+        """Retry ``connect`` through any outage; a stop signal meanwhile cancels startup."""
+        backoff = Backoff(initial=0.5, maximum=10.0, stop=self.stopping)
+        try:
+            return await retry(connect, retry_on=(StoreUnavailable,), backoff=backoff, on_failure=failed)
+        except Stopped:
+            raise asyncio.CancelledError from None
 
     def _metrics_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", make_aiohttp_handler(metrics.REGISTRY))
         return app
 
-    async def _api_database(self) -> asyncpg.Pool:
-        delay = 0.5
-        while True:
-            try:
-                return await asyncpg.create_pool(
-                    self.settings.database_dsn, min_size=1, max_size=4, command_timeout=30
-                )
-            except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
-                log.warning("database unreachable for the api; retrying", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            if self.stopping.is_set():
-                raise asyncio.CancelledError
-            delay = min(delay * 2, 10.0)
+    async def _api_database(self) -> DbPool:
+        def failed(exc: BaseException, retry_in: float) -> None:
+            log.warning(
+                "database unreachable for the api; retrying",
+                error=str(exc).partition(":")[0],
+                retry_in=round(retry_in, 2),
+            )
+
+        return await self._until_connected(lambda: open_pool(self.settings.database_dsn), failed)
 
     async def _serve(self, app: web.Application, listen: tuple[str, int]) -> None:
         # access_log=None: the API's middleware logs each request once, without tokens.

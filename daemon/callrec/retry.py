@@ -22,6 +22,11 @@ class Stopped(Exception):
     """The stop event was set while waiting to retry: give up quietly, the daemon is stopping."""
 
 
+def _draw() -> float:
+    # Looked up at each call, not bound once: a test that fixes random.random fixes every delay.
+    return random.random()
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float, draw: float) -> float:
     """Delay before retry ``attempt`` (0-based); ``draw`` is uniform in [0, 1)."""
     # min() on the exponent first keeps 2**attempt finite after days of retries.
@@ -39,7 +44,7 @@ class Backoff:
     """Largest delay, in seconds."""
     stop: asyncio.Event | None = None
     """When set, ``wait()`` returns at once and raises ``Stopped``."""
-    rand: Callable[[], float] = random.random
+    rand: Callable[[], float] = _draw
     attempt: int = field(default=0, init=False)
     """Failures since the last success."""
 

@@ -20,7 +20,6 @@ from callrec.asterisk.ami import (
     AmiError,
     AmiSettings,
     AmiUnavailable,
-    backoff_delay,
     encode_action,
     parse_frame,
 )
@@ -291,29 +290,6 @@ async def test_reconnects_with_capped_growing_backoff_that_resets_after_login(
     after = [e for e in logs[connected_at:] if "retry_in" in e]
     assert after[0]["retry_in"] == pytest.approx(0.01)
     assert reconnects() - reconnects_before >= 7
-
-
-@given(
-    attempt=st.integers(min_value=0, max_value=10**9),
-    initial=st.floats(min_value=0.001, max_value=10),
-    maximum=st.floats(min_value=0.001, max_value=600),
-    jitter=st.floats(min_value=0, max_value=1),
-)
-def test_backoff_is_non_negative_capped_and_jittered(
-    attempt: int, initial: float, maximum: float, jitter: float
-) -> None:
-    delay = backoff_delay(attempt, initial, maximum, jitter)
-    assert 0 <= delay <= maximum
-    assert delay == pytest.approx(jitter * min(maximum, initial * 2.0 ** min(attempt, 64)))
-
-
-def test_backoff_grows_then_caps() -> None:
-    top = [backoff_delay(a, 0.2, 10.0, 1.0) for a in range(10)]
-    assert top[:6] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4])
-    assert top[6:] == [10.0] * 4
-    assert backoff_delay(10**9, 0.2, 10.0, 1.0) == 10.0
-    assert backoff_delay(5, 0.2, 10.0, 0.0) == 0.0
-    assert backoff_delay(5, 0.2, 10.0, 0.5) == pytest.approx(3.2)
 
 
 # --- malformed input ---------------------------------------------------------------------------

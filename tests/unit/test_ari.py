@@ -12,9 +12,11 @@ import aiohttp
 import pytest
 import structlog.testing
 
+from callrec import retry
 from callrec.asterisk import ari as ari_module
-from callrec.asterisk.ari import AriAuthError, AriClient, AriSettings, AriUnavailable, backoff_delay
+from callrec.asterisk.ari import AriAuthError, AriClient, AriSettings, AriUnavailable
 from callrec.ops import metrics
+from callrec.retry import backoff_delay
 from tests.fakes.ari_server import FakeAri
 
 PASSWORD = "s3cret-pw"
@@ -230,11 +232,11 @@ async def test_backoff_grows_while_refused_and_resets_after_connect(
 ) -> None:
     attempts: list[int] = []
 
-    def recording_backoff(attempt: int, initial: float, maximum: float) -> float:
+    def recording_backoff(attempt: int, initial: float, maximum: float, draw: float) -> float:
         attempts.append(attempt)
-        return backoff_delay(attempt, initial, maximum)
+        return backoff_delay(attempt, initial, maximum, draw)
 
-    monkeypatch.setattr(ari_module, "backoff_delay", recording_backoff)
+    monkeypatch.setattr(retry, "backoff_delay", recording_backoff)
     consumer = Consumer()
     fake.refuse = True
     async with running(AriClient(settings(fake.url)), consumer):
@@ -246,16 +248,6 @@ async def test_backoff_grows_while_refused_and_resets_after_connect(
         await consumer.next_connect()
     assert refused_attempts == [0, 1, 2, 3]
     assert attempts[4] == 0  # the first delay after a good connection starts over
-
-
-def test_backoff_delay_is_capped_jittered_and_grows() -> None:
-    ceilings = [backoff_delay(n, 0.2, 10.0, rand=lambda: 1.0) for n in range(10)]
-    assert ceilings == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0, 10.0])
-    assert backoff_delay(3, 0.2, 10.0, rand=lambda: 0.5) == pytest.approx(0.8)
-    assert backoff_delay(10_000, 0.2, 10.0, rand=lambda: 1.0) == 10.0  # no OverflowError
-    samples = {backoff_delay(8, 0.2, 10.0) for _ in range(50)}
-    assert all(0.0 <= d <= 10.0 for d in samples)
-    assert len(samples) > 40  # full jitter, not a fixed delay
 
 
 # -- malformed input and failing handlers ----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,49 @@ def test_delay_is_within_the_capped_ceiling(
 ) -> None:
     delay = backoff_delay(attempt, initial, maximum, draw)
     assert 0 <= delay <= min(maximum, initial * 2.0 ** min(attempt, 64))
+
+
+# The AMI and ARI clients' reconnect delays (tests/unit/test_ami.py, test_ari.py) come from here.
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=10**9),
+    initial=st.floats(min_value=0.001, max_value=10),
+    maximum=st.floats(min_value=0.001, max_value=600),
+    jitter=st.floats(min_value=0, max_value=1),
+)
+def test_backoff_is_non_negative_capped_and_jittered(
+    attempt: int, initial: float, maximum: float, jitter: float
+) -> None:
+    delay = backoff_delay(attempt, initial, maximum, jitter)
+    assert 0 <= delay <= maximum
+    assert delay == pytest.approx(jitter * min(maximum, initial * 2.0 ** min(attempt, 64)))
+
+
+def test_backoff_grows_then_caps() -> None:
+    top = [backoff_delay(a, 0.2, 10.0, 1.0) for a in range(10)]
+    assert top[:6] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4])
+    assert top[6:] == [10.0] * 4
+    assert backoff_delay(10**9, 0.2, 10.0, 1.0) == 10.0
+    assert backoff_delay(5, 0.2, 10.0, 0.0) == 0.0
+    assert backoff_delay(5, 0.2, 10.0, 0.5) == pytest.approx(3.2)
+
+
+def test_backoff_delay_is_capped_jittered_and_grows() -> None:
+    ceilings = [backoff_delay(n, 0.2, 10.0, 1.0) for n in range(10)]
+    assert ceilings == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0, 10.0])
+    assert backoff_delay(3, 0.2, 10.0, 0.5) == pytest.approx(0.8)
+    assert backoff_delay(10_000, 0.2, 10.0, 1.0) == 10.0  # no OverflowError
+    samples = {backoff_delay(8, 0.2, 10.0, random.random()) for _ in range(50)}
+    assert all(0.0 <= d <= 10.0 for d in samples)
+    assert len(samples) > 40  # full jitter, not a fixed delay
+
+
+def test_a_fixed_random_fixes_every_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AMI test fixes random.random to get exact delays; that must reach every Backoff."""
+    monkeypatch.setattr(random, "random", lambda: 1.0)
+    b = Backoff(0.2, 10.0)
+    assert [b.next_delay() for _ in range(3)] == pytest.approx([0.2, 0.4, 0.8])
 
 
 def test_ceiling_doubles_then_caps() -> None:

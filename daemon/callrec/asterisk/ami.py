@@ -1,16 +1,16 @@
 """Asterisk Manager Interface client for actions (MixMonitor, StopMixMonitor), on asyncio streams.
 
-Why not panoramisk (DESIGN.md): it decoded each TCP read on its own, so a UTF-8 character split
-across reads vanished; it never timed out an action; it re-sent pending actions after a reconnect.
-Hence the three rules here: split frames on bytes before decoding, give every action a deadline,
-and fail (never replay) whatever was pending when a connection ends.
+Why not panoramisk (docs/architecture.md, "Dependencies"): it decoded each TCP read on its own,
+so a UTF-8 character split across reads vanished; it never timed out an action; it re-sent
+pending actions after a reconnect. Hence the three rules here: split frames on bytes before
+decoding, give every action a deadline, and fail (never replay) whatever was pending when a
+connection ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -18,6 +18,7 @@ from typing import NamedTuple
 import structlog
 
 from callrec.ops import metrics
+from callrec.retry import Backoff
 
 log = structlog.get_logger("callrec.ami")
 
@@ -66,7 +67,7 @@ class AmiSettings:
     connect_timeout: float = 5.0
     """Seconds allowed for TCP connect, banner and login together."""
     backoff_initial: float = 0.2
-    """Upper bound of the first reconnect delay; it doubles per failed try."""
+    """Upper bound of the first reconnect delay; it doubles per failed try (callrec.retry)."""
     backoff_max: float = 10.0
     """Cap of the reconnect delay."""
     max_frame_bytes: int = 65536
@@ -120,14 +121,6 @@ def _check_value(key: str, value: str) -> None:
         raise ValueError(f"AMI field {key!r} contains CR or LF")
 
 
-def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float) -> float:
-    """Delay before reconnect try `attempt` (0-based): "full jitter", uniform in [0, cap), so many
-    daemons restarted together do not hit Asterisk in lock-step. `jitter` is a draw from [0, 1]."""
-    # min() on the exponent first keeps 2**attempt from overflowing a float after days of retries.
-    cap = min(maximum, initial * 2.0 ** min(attempt, 64))
-    return max(0.0, cap * jitter)
-
-
 def _protocol_error(kind: str, count: int = 1) -> None:
     metrics.PROTOCOL_ERRORS.labels(source="ami", kind=kind).inc(count)
 
@@ -151,7 +144,7 @@ class AmiClient:
         # that nobody retrieves when the waiter was cancelled in the same loop iteration.
         self._pending: dict[str, asyncio.Future[dict[str, str] | None]] = {}
         self._last_id = 0
-        self._attempt = 0
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
 
     @property
     def connected(self) -> bool:
@@ -172,7 +165,7 @@ class AmiClient:
             try:
                 await self._session()
             except _LoginRefused as exc:
-                retry_in = self._next_delay()
+                retry_in = self._backoff.next_delay()
                 log.warning(
                     "ami login refused",
                     host=s.host,
@@ -182,21 +175,15 @@ class AmiClient:
                     retry_in=retry_in,
                 )
             except (OSError, TimeoutError, asyncio.IncompleteReadError, _NotAmi) as exc:
-                retry_in = self._next_delay()
+                retry_in = self._backoff.next_delay()
                 log.warning(
                     "ami connection failed", host=s.host, port=s.port, error=_describe(exc), retry_in=retry_in
                 )
             except Exception:
-                retry_in = self._next_delay()
+                retry_in = self._backoff.next_delay()
                 log.exception("ami session failed", host=s.host, port=s.port, retry_in=retry_in)
             metrics.RECONNECTS.labels(connection="ami").inc()
-            await asyncio.sleep(retry_in)
-
-    def _next_delay(self) -> float:
-        s = self._settings
-        delay = backoff_delay(self._attempt, s.backoff_initial, s.backoff_max, random.random())
-        self._attempt += 1
-        return delay
+            await self._backoff.wait(retry_in)
 
     async def _session(self) -> None:
         s = self._settings
@@ -207,7 +194,7 @@ class AmiClient:
                 await self._login(reader, writer)
             self._writer = writer
             self._logged_in.set()
-            self._attempt = 0
+            self._backoff.reset()
             metrics.CONNECTION_UP.labels(connection="ami").set(1)
             log.info("ami connected", host=s.host, port=s.port)
             pinger = asyncio.create_task(self._keepalive(writer), name="ami-keepalive")
@@ -365,12 +352,14 @@ class AmiClient:
     async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None:
         """Start recording `channel` to `file`; AmiError if Asterisk refuses (e.g. no such channel)."""
         # Asterisk joins File, Options and Command with commas into MixMonitor's arguments, so a
-        # comma in the file name would silently shift the options (DESIGN.md).
+        # comma in the file name would silently shift the options (docs/asterisk.md,
+        # "Commas in AMI arguments").
         if "," in file:
             raise ValueError("MixMonitor file name must not contain a comma")
         candidates = {"Channel": channel, "File": file, "Options": options, "Command": command}
         await self.action("MixMonitor", {k: v for k, v in candidates.items() if v})
 
     async def stop_mix_monitor(self, channel: str) -> None:
-        """Stop recording `channel`; Asterisk closes the file before it answers (DESIGN.md)."""
+        """Stop recording `channel`; Asterisk closes the file before it answers (docs/asterisk.md,
+        "StopMixMonitor at hangup")."""
         await self.action("StopMixMonitor", {"Channel": channel})

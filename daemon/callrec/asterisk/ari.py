@@ -1,13 +1,13 @@
 """Our own small ARI client: the events websocket plus the few REST calls callrec needs.
 
-ari-py, aioari, asyncari and ari-client were rejected (see DESIGN.md): broken on Python 3, no
-``subscribeAll``, credentials in the URL, or a hang / busy loop after Asterisk closes the socket.
+ari-py, aioari, asyncari and ari-client were rejected (docs/architecture.md, "Dependencies"):
+broken on Python 3, no ``subscribeAll``, credentials in the URL, or a hang / busy loop after
+Asterisk closes the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -20,6 +20,7 @@ from aiohttp.http_websocket import WSMessageNoDecodeText
 from yarl import URL
 
 from callrec.ops import metrics
+from callrec.retry import Backoff
 
 log = structlog.get_logger("callrec.ari")
 
@@ -81,18 +82,6 @@ class AriSettings:
     """Events for which this is True are counted and dropped before decoding (the hot path)."""
 
 
-def backoff_delay(
-    attempt: int, initial: float, maximum: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait before retry ``attempt`` (0 = first retry after a success).
-
-    "Full jitter": uniform in [0, min(maximum, initial * 2**attempt)], so daemons that lost one
-    Asterisk together do not hammer it in step when it comes back.
-    """
-    ceiling = min(maximum, initial * 2.0 ** min(attempt, 64))  # the min() keeps 2.0**n finite
-    return rand() * ceiling
-
-
 class AriClient:
     """ARI events websocket (reconnecting forever) and REST calls on the same HTTP session."""
 
@@ -146,7 +135,8 @@ class AriClient:
             raise RuntimeError("AriClient.run() is already running")
         self._running = True
         s = self._settings
-        failures = 0
+        # Only cancellation ends the loop, so the backoff needs no stop event.
+        backoff = Backoff(s.backoff_initial, s.backoff_max)
         try:
             # No session-wide total timeout: it would also bound the websocket's lifetime. The
             # upgrade and each REST request get their own request_timeout instead.
@@ -156,9 +146,8 @@ class AriClient:
                 self._session = session
                 while True:
                     if await self._connect_and_read(session, on_event, on_connect):
-                        failures = 0
-                    await asyncio.sleep(backoff_delay(failures, s.backoff_initial, s.backoff_max))
-                    failures += 1
+                        backoff.reset()
+                    await backoff.wait()
                     self._reconnects.inc()
         finally:
             self._session = None
