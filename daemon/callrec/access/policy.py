@@ -114,6 +114,7 @@ _SELECT = recordings.SELECT + " WHERE ($1::text[] IS NULL OR r.agent_name = ANY(
 
 
 def _row(record: Row) -> Recording:
+    # from_record takes a Mapping, which asyncpg's Record is at run time but not to mypy.
     return recordings.from_record(dict(record))
 
 
