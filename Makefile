@@ -1,4 +1,5 @@
-# callrec: the two commands (README.md). Both need root on Debian: they install packages,
+# callrec: the two commands (README.md), run as ./dev demo and ./dev test: ./dev installs make and
+# python3 when missing, then runs make. Both need root on Debian: they install packages,
 # build a cached Debian sid chroot with Asterisk 22, and run a throwaway PostgreSQL.
 VENV ?= .venv
 PY := $(VENV)/bin/python

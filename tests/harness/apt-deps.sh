@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the demo and the tests need: PostgreSQL server binaries, debootstrap for
-# the Asterisk chroot, util-linux (runuser, mount), python3-venv.
+# the Asterisk chroot, util-linux (runuser, mount), python3-venv, ca-certificates (pip over
+# https). ./dev installs make and python3 before make runs this.
 set -euo pipefail
 need=()
 [ -n "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] || need+=(postgresql)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v runuser >/dev/null || need+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # Tools the tests only run, without their recommends (prometheus would bring node-exporter):
 # promtool checks monitoring/, systemd-analyze checks systemd/callrec.service.
 tools=()
