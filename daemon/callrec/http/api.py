@@ -26,7 +26,7 @@ from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
 from callrec.ops.logs import redact
-from callrec.retention import sweep as retention
+from callrec.retention import holds as retention
 
 # Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
 MAX_BODY = 128 * 1024
