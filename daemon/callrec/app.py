@@ -20,7 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from callrec import __version__
 from callrec.asterisk.ami import AmiClient, AmiSettings
-from callrec.asterisk.ari import AriClient, AriSettings, AriUnavailable
+from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
     EVENT_TYPES,
     MalformedEvent,
@@ -28,6 +28,7 @@ from callrec.asterisk.ari_events import (
     parse_channel,
     parse_event,
 )
+from callrec.asterisk.ari_rest import AriUnavailable
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api

@@ -14,7 +14,8 @@ import structlog.testing
 
 from callrec import retry
 from callrec.asterisk import ari as ari_module
-from callrec.asterisk.ari import AriAuthError, AriClient, AriSettings, AriUnavailable
+from callrec.asterisk.ari import AriClient, AriSettings
+from callrec.asterisk.ari_rest import AriAuthError, AriUnavailable
 from callrec.ops import metrics
 from callrec.retry import backoff_delay
 from tests.fakes.ari_server import FakeAri

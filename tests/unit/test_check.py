@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from callrec.ops.check import REQUIRED_CHANNELVARS, Result, _channelvars_in_getconfig, _probe_hint
+from callrec.ops.check import REQUIRED_CHANNELVARS, _channelvars_in_getconfig
+from callrec.ops.check_dirs import probe_hint
+from callrec.ops.check_result import Result
 from callrec.ops.file_rights import (
     Identity,
     cannot_create_in,
@@ -139,7 +141,7 @@ def test_result_lines() -> None:
 
 def test_probe_hints_say_what_to_run(tmp_path: Path) -> None:
     def hint(code: int) -> str:
-        return _probe_hint(OSError(code, os.strerror(code)), tmp_path, "callrec")
+        return probe_hint(OSError(code, os.strerror(code)), tmp_path, "callrec")
 
     assert "ReadWritePaths=" in hint(errno.EROFS)
     assert f"adduser callrec asterisk and chmod 2770 {tmp_path}" in hint(errno.EACCES)

@@ -22,8 +22,8 @@ from callrec.retry import Backoff
 
 log = structlog.get_logger("callrec.ami")
 
-_FRAME_END = b"\r\n\r\n"
-_BANNER = b"Asterisk Call Manager/"
+FRAME_END = b"\r\n\r\n"
+BANNER = b"Asterisk Call Manager/"
 _RESERVED_KEYS = frozenset({"action", "actionid"})
 
 
@@ -237,7 +237,7 @@ class AmiClient:
             banner = await reader.readuntil(b"\r\n")
         except asyncio.LimitOverrunError:
             banner = b""
-        if not banner.startswith(_BANNER):
+        if not banner.startswith(BANNER):
             _protocol_error("bad_banner")
             raise _NotAmi("the peer did not greet with an AMI banner")
         action_id = self._next_id()
@@ -255,11 +255,11 @@ class AmiClient:
     async def _read_frame(self, reader: asyncio.StreamReader) -> dict[str, str]:
         while True:
             try:
-                frame = await reader.readuntil(_FRAME_END)
+                frame = await reader.readuntil(FRAME_END)
             except asyncio.LimitOverrunError as exc:
                 await self._skip_oversized(reader, exc.consumed)
                 continue
-            parsed = parse_frame(frame[: -len(_FRAME_END)])
+            parsed = parse_frame(frame[: -len(FRAME_END)])
             if parsed.bad_utf8:
                 _protocol_error("bad_utf8")
             if parsed.bad_lines:
@@ -275,7 +275,7 @@ class AmiClient:
         while True:
             await reader.readexactly(consumed)
             try:
-                await reader.readuntil(_FRAME_END)
+                await reader.readuntil(FRAME_END)
                 return
             except asyncio.LimitOverrunError as exc:
                 consumed = exc.consumed

@@ -19,6 +19,7 @@ import structlog
 from aiohttp.http_websocket import WSMessageNoDecodeText
 from yarl import URL
 
+from callrec.asterisk.ari_rest import AriAuthError, AriRest, AriUnavailable
 from callrec.ops import metrics
 from callrec.retry import Backoff
 
@@ -46,14 +47,6 @@ _ERROR_KINDS: Final = (
 )
 
 _Socket: TypeAlias = "aiohttp.ClientWebSocketResponse[Literal[False]]"
-
-
-class AriUnavailable(Exception):
-    """Not connected, request failed at transport level, or timed out."""
-
-
-class AriAuthError(AriUnavailable):
-    """401: wrong username or password."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +87,13 @@ class AriClient:
         self._settings = settings
         self._url = base.with_query(None).with_fragment(None)
         self._events_url = self._url / "ari" / "events"
-        self._channels_url = self._url / "ari" / "channels"
-        self._info_url = self._url / "ari" / "asterisk" / "info"
-        self._filter_url = self._url / "ari" / "applications" / settings.app / "eventFilter"
+        self._rest = AriRest(self._url, settings.app, settings.request_timeout, settings.event_types)
         self._headers = {"Authorization": aiohttp.encode_basic_auth(settings.username, settings.password)}
-        self._rest_timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
         self._up = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._running = False
         self._last_failure: str | None = None
         self._logged: set[object] = set()  # what was already logged on this connection
-        self._filter_refusal_logged = False
         self._gauge = metrics.CONNECTION_UP.labels(connection="ari")
         self._reconnects = metrics.RECONNECTS.labels(connection="ari")
         self._events = metrics.ARI_EVENTS
@@ -156,32 +145,18 @@ class AriClient:
 
     async def channels(self) -> list[dict[str, Any]]:
         """``GET /ari/channels``: every live channel, for reconciling after a (re)connect."""
-        channels = await self._get_json(self._channels_url)
-        if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
-            raise AriUnavailable("GET /ari/channels answered something other than a list of objects")
-        return channels
+        return await self._rest.channels(self._connected_session())
 
     async def asterisk_info(self) -> dict[str, Any]:
         """``GET /ari/asterisk/info``: its ``status.startup_time`` tells a reconnect after an
         Asterisk restart (every channel cut) from one after a network blip."""
-        info = await self._get_json(self._info_url)
-        if not isinstance(info, dict):
-            raise AriUnavailable("GET /ari/asterisk/info answered something other than an object")
-        return info
+        return await self._rest.asterisk_info(self._connected_session())
 
-    async def _get_json(self, url: URL) -> Any:
+    def _connected_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or not self._up.is_set():
             raise AriUnavailable("ari is not connected")
-        status, body = await self._request(session, "GET", url)
-        if status == 401:
-            raise AriAuthError(f"GET {url.path}: authentication refused")
-        if status != 200:
-            raise AriUnavailable(f"GET {url.path} answered HTTP {status}")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise AriUnavailable(f"GET {url.path} answered invalid JSON") from exc
+        return session
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -264,7 +239,7 @@ class AriClient:
         holder = asyncio.create_task(_hold(ws, held), name="ari-hold-events")
         try:
             if self._settings.event_types:
-                await self._put_event_filter(session)
+                await self._rest.put_event_filter(session)
             if on_connect is not None:
                 try:
                     await on_connect()
@@ -278,36 +253,6 @@ class AriClient:
         if not holder.cancelled():
             holder.result()  # re-raises anything unexpected
         return held
-
-    async def _put_event_filter(self, session: aiohttp.ClientSession) -> None:
-        body = orjson.dumps({"allowed": [{"type": t} for t in self._settings.event_types]})
-        try:
-            status, _ = await self._request(session, "PUT", self._filter_url, body)
-        except AriUnavailable as exc:
-            log.warning("ari event filter not set; receiving every event", reason=str(exc))
-            return
-        if status == 403:
-            # A read_only ARI user may not change its application: works, only costs more CPU.
-            if not self._filter_refusal_logged:
-                log.warning(
-                    "ari event filter refused; receiving every event",
-                    hint="give the ARI user read_only = no in ari.conf to cut Asterisk's load",
-                )
-                self._filter_refusal_logged = True
-        elif not 200 <= status < 300:
-            log.warning("ari event filter not set; receiving every event", status=status)
-
-    async def _request(
-        self, session: aiohttp.ClientSession, method: str, url: URL, body: bytes | None = None
-    ) -> tuple[int, bytes]:
-        headers = {"Content-Type": "application/json"} if body is not None else None
-        try:
-            async with session.request(
-                method, url, data=body, headers=headers, timeout=self._rest_timeout, allow_redirects=False
-            ) as resp:
-                return resp.status, await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AriUnavailable(f"{method} {url.path}: {type(exc).__name__} {exc}".rstrip()) from exc
 
     # -- events (hot path) --------------------------------------------------------------------
 
