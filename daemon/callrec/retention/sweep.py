@@ -35,19 +35,6 @@ from callrec.config import Settings
 from callrec.db.pool import Db, DbConnection, DbPool
 from callrec.ops import metrics
 from callrec.retention import files as spool
-
-# http/api.py still reaches the hold and erasure operations through this module; once it
-# imports callrec.retention.holds, this import goes.
-# isort: off
-from callrec.retention.holds import (
-    RecordingNotFound as RecordingNotFound,
-    RecordingOnHold as RecordingOnHold,
-    erase as erase,
-    hold as hold,
-    release as release,
-)
-
-# isort: on
 from callrec.retention.queries import (
     Disposal,
     claim_expired,
