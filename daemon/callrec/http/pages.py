@@ -11,13 +11,11 @@ is escaped by the template engine, none by hand.
 from __future__ import annotations
 
 import functools
-import html
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
 import jinja2
-import markupsafe
 from aiohttp import web
 
 from callrec.access import people
@@ -49,20 +47,9 @@ def _fact(value: object) -> str:
     return when(value) if isinstance(value, datetime) else str(value)
 
 
-def _quoted(value: object) -> object:
-    """Every ``{{ value }}`` passes here before autoescaping; values not marked safe are escaped
-    the way the pages always spelled it (``&quot;``, as html.escape does, where markupsafe
-    writes ``&#34;``), so what a dialplan wrote reads the same in the HTML
-    (tests/integration/test_api.py pins it)."""
-    if hasattr(value, "__html__"):
-        return value
-    return markupsafe.Markup(html.escape(str(value), quote=True))
-
-
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("callrec.http", "templates"),
     autoescape=True,
-    finalize=_quoted,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
