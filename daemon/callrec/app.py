@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -136,7 +137,8 @@ class App:
                 event = by_id.get(facts.channel_id)
                 if event is not None:
                     self.tracker.adopt(event, facts.recording_id, facts.register)
-                    self.recorder.adopt(facts)
+                    # The journal keeps no channel name (recording/journal.py): the live one.
+                    self.recorder.adopt(dataclasses.replace(facts, channel_name=event.channel.name))
                 else:
                     self.recorder.recover(facts, interrupted=False)
             self._pending_at_start = None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 import orjson
+import pytest
 
 from callrec.recording.facts import Recording, StartRecording
 from callrec.recording.journal import Journal
@@ -63,7 +63,7 @@ async def test_pending_and_outbox_survive_a_reopen(tmp_path: Path) -> None:
     await j.close()
     j = await Journal.open(tmp_path)
     try:
-        assert await j.pending() == [facts(0)]
+        assert await j.pending() == [dataclasses.replace(facts(0), channel_name="")]
         ((seq, got, retention),) = await j.oldest(10)
         assert (got, retention) == (row(1), "1 months")
         await j.delivered(seq)
@@ -130,9 +130,20 @@ async def test_a_journal_left_by_the_previous_version_is_read(tmp_path: Path) ->
         old_row |= {"retention": "6 months"}
         j.db.execute("INSERT INTO pending VALUES (?, ?)", (str(facts(0).recording_id), old_pending))
         j.db.execute("INSERT INTO outbox (recording_id, row) VALUES (?, ?)", ("x", orjson.dumps(old_row)))
-        assert await j.pending() == [facts(0)]
+        assert await j.pending() == [facts(0)]  # the old shape, as it was written
         ((_, got, retention),) = await j.oldest(10)
         assert retention == "6 months"
         assert got.duration_seconds == 42.5 and got.id == row(1).id
     finally:
         await j.close()
+
+
+async def test_no_channel_name_reaches_the_journal_file(tmp_path: Path) -> None:
+    """A Local channel's name carries the dialled number; the file must never hold it."""
+    j = await Journal.open(tmp_path)
+    try:
+        await j.begin(dataclasses.replace(facts(0), channel_name="Local/0401234567@callrec-out-00000001;2"))
+    finally:
+        await j.close()
+    for path in tmp_path.iterdir():  # noqa: ASYNC240 - the journal is closed; nothing else runs
+        assert b"0401234567" not in path.read_bytes(), path.name

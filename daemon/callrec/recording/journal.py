@@ -17,6 +17,7 @@ once cost a few fsyncs, not 50 in a row (each would delay a MixMonitor).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -154,7 +155,10 @@ class Journal:
     # --- pending ----------------------------------------------------------------------------
 
     async def begin(self, rec: StartRecording) -> None:
-        facts = orjson.dumps(rec, default=str)
+        # Not the channel's name: a Local or trunk channel's name can carry the dialled number
+        # (Local/0401234567@...), which must never reach a file (docs/privacy.md#no-full-number-anywhere).
+        # Adoption takes the name from the live channel instead.
+        facts = orjson.dumps(dataclasses.replace(rec, channel_name=""), default=str)
         await self._write(
             (
                 "INSERT OR REPLACE INTO pending (recording_id, facts) VALUES (?, ?)",
