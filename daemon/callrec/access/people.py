@@ -2,7 +2,7 @@
 
 Every SQL statement about users and tokens lives here. A recording belongs to an agent
 through ``recordings.agent_name = users.agent_id``: the value the dialplan sets in
-CALLREC_AGENT, mapped to exactly one person (README.md, "Access to recordings").
+CALLREC_AGENT, mapped to exactly one person (docs/api.md, "The agent link").
 """
 
 from __future__ import annotations

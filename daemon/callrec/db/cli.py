@@ -1,9 +1,9 @@
 """How a one-shot command (``callrec migrate | users | audit | retention | hold | ...``) uses
 the database: one pool, one set of exit codes, one line on stderr for anything that goes wrong.
 
-Exit codes (README.md, "Legal hold and erasure"): 0 done; 1 refused or not found, one line naming why;
-2 config or usage (``cli.main`` and argparse); 3 the database is unreachable, refused us, or
-has an older schema than this callrec.
+Exit codes (docs/operations.md, "Exit codes"): 0 done; 1 refused or not found, one line naming
+why; 2 config or usage (``cli.main`` and argparse); 3 the database is unreachable, refused us,
+or has an older schema than this callrec.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 callrec read them back and delete them?
 
 Asterisk writes the recordings and callrec hashes and later deletes them, through the group
-they share (README.md, "Install beside Asterisk"). The rights are decided from the mode bits as
+they share (docs/operations.md, "Install beside Asterisk"). The rights are decided from the mode bits as
 the kernel would (ops/file_rights.py), for Asterisk's real run user.
 """
 

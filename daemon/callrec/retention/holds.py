@@ -1,5 +1,6 @@
 """Legal holds and erasure of one recording: what ``callrec hold | release | erase`` and the
-access API's ``POST /api/recordings/{id}/hold|release|erase`` do (docs/privacy.md).
+access API's ``POST /api/recordings/{id}/hold|release|erase`` do (docs/retention.md,
+"Legal hold and erasure").
 
 A hold keeps a recording past its retention (a police case, a restriction request); an
 erasure destroys one recording now (GDPR Art. 17), in the same crash-safe order as a pass.

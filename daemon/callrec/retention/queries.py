@@ -2,8 +2,9 @@
 per-node lock.
 
 Every statement is one short autocommit transaction over at most one batch of rows, so a pass
-never holds a transaction open while it deletes files (README.md "Retention"). ``db`` is a pool
-or one connection; the node lock needs one connection, as it belongs to the session.
+never holds a transaction open while it deletes files (docs/retention.md, "Crash-safe order").
+``db`` is a pool or one connection; the node lock needs one connection, as it belongs to the
+session.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The retention sweep: recordings destroyed when their register's window ends (docs/privacy.md).
 
-One pass, in an order that a kill -9 at any moment cannot make inconsistent (README.md
-"Retention"); legal holds and single erasures are ``retention/holds.py``:
+One pass, in an order that a kill -9 at any moment cannot make inconsistent (docs/retention.md,
+"Crash-safe order"); legal holds and single erasures are ``retention/holds.py``:
 
 1. Take this node's advisory lock (session-level: no transaction stays open). A second pass of
    the same node skips; passes of other nodes never wait.
