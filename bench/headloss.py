@@ -59,8 +59,8 @@ from tests.harness.asterisk import DEFAULT_ROOT, TEST_AMI_USER, Asterisk, free_p
 from tests.harness.driver import Driver  # noqa: E402
 from tests.harness.postgres import Cluster  # noqa: E402
 
-from callrec import logs  # noqa: E402
-from callrec.db.pool import migrate  # noqa: E402
+from callrec.db.migrations import migrate  # noqa: E402
+from callrec.ops import logs  # noqa: E402
 
 RATE = 8000
 FRAME = 160  # samples in one 20 ms frame (one RTP packet of G.711 at ptime 20)

@@ -58,7 +58,7 @@ from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, free_port
 from tests.harness.driver import Driver
 from tests.harness.postgres import Cluster
 
-from callrec.db.pool import migrate
+from callrec.db.migrations import migrate
 from callrec.ops import logs
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

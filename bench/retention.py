@@ -43,7 +43,7 @@ import asyncpg  # noqa: E402
 from tests.harness.postgres import Cluster  # noqa: E402
 
 from callrec import config, logs  # noqa: E402
-from callrec.db.pool import migrate  # noqa: E402
+from callrec.db.migrations import migrate  # noqa: E402
 from callrec.retention.sweep import Sweeper  # noqa: E402
 
 NODE = "bench"

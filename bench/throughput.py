@@ -59,8 +59,8 @@ from tests.fakes.ari_server import FakeAri  # noqa: E402
 from tests.harness.asterisk import free_port  # noqa: E402
 from tests.harness.postgres import Cluster  # noqa: E402
 
-from callrec import logs  # noqa: E402
-from callrec.db.pool import migrate  # noqa: E402
+from callrec.db.migrations import migrate  # noqa: E402
+from callrec.ops import logs  # noqa: E402
 
 TRANSCRIPT = REPO / "tests" / "unit" / "transcripts" / "inbound.jsonl"
 # Events 0-38 come before the hangup; event 7 (the register set on the answered channel, after

@@ -179,7 +179,10 @@ class _Section:
     def refuse_unknown(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key; check the spelling (see docs/operations.md#configuration)")
+            raise ConfigError(
+                f"{self.key(unknown[0])}: unknown key; check the spelling"
+                " (see docs/operations.md#configuration)"
+            )
 
 
 def _kind_name(kind: type) -> str:

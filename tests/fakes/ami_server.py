@@ -1,6 +1,7 @@
 """A fake Asterisk Manager Interface that speaks the real wire protocol on 127.0.0.1.
 
-For what a real Asterisk cannot do on demand (DESIGN.md): malformed or oversized frames, characters
+For what a real Asterisk cannot do on demand (docs/testing.md#real-parts-first):
+malformed or oversized frames, characters
 split across TCP writes, answers that come late or never, dropped connections, and load beyond
 Asterisk's capacity for benchmarks. Everything else belongs in the end-to-end tests.
 

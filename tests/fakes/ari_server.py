@@ -1,6 +1,7 @@
 """A fake of Asterisk's ARI that speaks the real wire protocol (HTTP + websocket) on 127.0.0.1.
 
-For what a real Asterisk cannot do on demand (DESIGN.md): malformed frames, dropped sockets, refused
+For what a real Asterisk cannot do on demand (docs/testing.md#real-parts-first):
+malformed frames, dropped sockets, refused
 connects, failing REST calls, and event rates beyond Asterisk's capacity for benchmarks.
 
     async with FakeAri(username="callrec", password="p", app="callrec") as ari:

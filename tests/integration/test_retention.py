@@ -19,8 +19,9 @@ import structlog
 
 from callrec import cli, config
 from callrec.config import Settings
-from callrec.db.pool import RecordingRow, Store
+from callrec.db import recordings
 from callrec.ops.metrics import REGISTRY
+from callrec.recording.facts import Recording
 from callrec.retention import holds, sweep
 from callrec.retention.holds import RecordingNotFound, RecordingOnHold
 from callrec.retention.sweep import PassReport, Sweeper, next_run
@@ -100,14 +101,14 @@ async def add(
     node: str | None = None,
     size: int = 1000,
     write_file: bool = True,
-) -> RecordingRow:
+) -> Recording:
     """A recorded call that ended ``age_days`` ago, with its file in the dated tree."""
     rid = uuid.uuid4()
     ended = NOW - timedelta(days=age_days)
     started = ended - timedelta(seconds=60)
     rel = f"{started:%Y/%m/%d}/{rid}.wav"
     reg = s.registers.get(register)
-    row = RecordingRow(
+    row = Recording(
         id=rid,
         call_id="1795373223.0",
         register_name=register,
@@ -121,10 +122,13 @@ async def add(
         file_path=rel,
         file_size=size,
         sha256="a" * 64,
-        retention=retention_text or (reg.retention.interval if reg else "6 months"),
+        duration_seconds=60.0,
         node=s.node if node is None else node,
+        recovered=False,
+        interrupted=False,
     )
-    assert await Store(pool).insert_recording(row)
+    retention = retention_text or (reg.retention.interval if reg else "6 months")
+    assert await recordings.insert(pool, row, retention)
     if write_file:
         path = s.asterisk.recordings_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +147,7 @@ def stray(s: Settings, *, age_days: float, name: str | None = None, size: int = 
     return path
 
 
-def exists(s: Settings, row: RecordingRow) -> bool:
+def exists(s: Settings, row: Recording) -> bool:
     return (s.asterisk.recordings_dir / row.file_path).exists()
 
 

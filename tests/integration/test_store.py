@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 import pytest
 
+from callrec.db import recordings
 from callrec.db.migrations import migrate, pending
-from callrec.db.pool import Db, DbConnection, DbPool, RecordingRow, Row, Store
+from callrec.db.pool import Db, DbConnection, DbPool, Row, Store
+from callrec.recording.facts import Recording
 
 
-def row(**over: object) -> RecordingRow:
+def row(**over: object) -> Recording:
     start = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
     base = dict(
         id=uuid.uuid4(),
@@ -28,24 +31,27 @@ def row(**over: object) -> RecordingRow:
         file_path="2026/01/31/x.wav",
         file_size=1234,
         sha256="a" * 64,
-        retention="1 months",
+        duration_seconds=61.25,
+        node="",
+        recovered=False,
+        interrupted=False,
     )
     base.update(over)
-    return RecordingRow(**base)  # type: ignore[arg-type]
+    return Recording(**base)  # type: ignore[arg-type]
 
 
 async def test_insert_is_idempotent_and_computes_retention(db_dsn: str) -> None:
     store = await Store.connect(db_dsn)
     try:
         r = row()
-        assert await store.insert_recording(r) is True
-        assert await store.insert_recording(r) is False
+        assert await recordings.insert(store.pool, r, "1 months") is True
+        assert await recordings.insert(store.pool, r, "1 months") is False
         conn = await asyncpg.connect(db_dsn)
         rec = await conn.fetchrow("SELECT * FROM recordings")
         await conn.close()
     finally:
         await store.close()
-    assert rec["duration_seconds"] == r.duration_seconds
+    assert rec["duration_seconds"] == Decimal("61.250")
     assert float(rec["duration_seconds"]) == 61.25
     # Calendar months: 31 January + 1 month is the end of February, not 3 March.
     assert rec["retain_until"] == datetime(2026, 2, 28, 12, 1, 1, 250000, tzinfo=UTC)
@@ -57,7 +63,7 @@ async def test_database_refuses_an_unmasked_number(db_dsn: str, bad: str) -> Non
     store = await Store.connect(db_dsn)
     try:
         with pytest.raises(asyncpg.CheckViolationError):
-            await store.insert_recording(row(customer_number_masked=bad))
+            await recordings.insert(store.pool, row(customer_number_masked=bad), "1 months")
     finally:
         await store.close()
 

@@ -19,7 +19,8 @@ import pytest
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "callrec.service"
 INSTALLED_EXEC = "/opt/callrec/bin/callrec"
-# docs/operations.md#systemd-sandbox quotes this; the unit should stay "OK" on systemd's scale (below 2.0 of 10).
+# docs/operations.md#systemd-sandbox quotes this; the unit should stay "OK" on systemd's scale
+# (below 2.0 of 10).
 MAX_EXPOSURE = 2.0
 _EXPOSURE = re.compile(r"Overall exposure level for callrec\.service: (\d+\.\d+)")
 

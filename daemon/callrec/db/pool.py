@@ -7,12 +7,8 @@ lives with its feature: ``db/migrations.py``, ``retention/queries.py``, ``access
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
@@ -120,48 +116,6 @@ async def close_pool(pool: DbPool, timeout: float = 5.0) -> None:
         pool.terminate()
 
 
-# --- the register's rows --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingRow:
-    """One row of ``recordings``, as the register holds it."""
-
-    id: uuid.UUID
-    call_id: str
-    register_name: str
-    direction: str
-    started_at: datetime
-    ended_at: datetime
-    service_number: str | None
-    customer_number_masked: str | None
-    customer_number_hmac: str | None
-    agent_name: str | None
-    file_path: str
-    file_size: int
-    sha256: str
-    retention: str
-    """A PostgreSQL interval such as "6 months"; retain_until = ended_at + retention."""
-    node: str = ""
-    recovered: bool = False
-    interrupted: bool = False
-
-    @property
-    def duration_seconds(self) -> Decimal:
-        seconds = max((self.ended_at - self.started_at).total_seconds(), 0.0)
-        return Decimal(f"{seconds:.3f}")
-
-
-_INSERT = """
-INSERT INTO recordings (id, call_id, register_name, direction, started_at, ended_at,
-    duration_seconds, service_number, customer_number_masked, customer_number_hmac, agent_name,
-    file_path, file_size, sha256, retain_until, node, recovered, interrupted)
-VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7, $8, $9, $10, $11, $12, $13, $14,
-        $6::timestamptz + $15::text::interval, $16, $17, $18)
-ON CONFLICT (id) DO NOTHING
-"""
-
-
 class Store:
     """A small pool of connections to the register's database."""
 
@@ -179,34 +133,6 @@ class Store:
 
     async def close(self) -> None:
         await close_pool(self._pool)
-
-    async def insert_recording(self, row: RecordingRow) -> bool:
-        """Write the row; ``False`` if a row with this id exists already (a replay)."""
-        try:
-            status = await self._pool.execute(
-                _INSERT,
-                row.id,
-                row.call_id,
-                row.register_name,
-                row.direction,
-                row.started_at,
-                row.ended_at,
-                row.duration_seconds,
-                row.service_number,
-                row.customer_number_masked,
-                row.customer_number_hmac,
-                row.agent_name,
-                row.file_path,
-                row.file_size,
-                row.sha256,
-                row.retention,
-                row.node,
-                row.recovered,
-                row.interrupted,
-            )
-        except TRANSIENT_ERRORS as exc:
-            raise StoreUnavailable(describe(exc)) from exc
-        return bool(status == "INSERT 0 1")
 
     async def ping(self) -> None:
         try:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from callrec.db.pool import TRANSIENT_ERRORS, StoreUnavailable
+from callrec.db.pool import TRANSIENT_ERRORS, Db, StoreUnavailable, describe
 from callrec.recording.facts import COLUMNS, Recording, select_list
 
 _WRITTEN = tuple(name for name, column in COLUMNS.items() if column.written)
@@ -24,21 +24,17 @@ ON CONFLICT (id) DO NOTHING
 """
 
 
-class Writer(Protocol):
-    async def execute(self, query: str, *args: object) -> str: ...
-
-
 SELECT = f"SELECT {select_list()} FROM recordings r LEFT JOIN users u ON u.agent_id = r.agent_name"
 """Every column of a ``Recording``; callers add WHERE (access/policy.py adds the grant's reach)."""
 
 
-async def insert(pool: Writer, row: Recording, retention: str) -> bool:
+async def insert(db: Db, row: Recording, retention: str) -> bool:
     """Write the row; ``False`` if a row with this id exists already (a replay from the journal)."""
     values = [getattr(row, name) for name in _WRITTEN]
     try:
-        status = await pool.execute(_INSERT, *values, retention)
+        status = await db.execute(_INSERT, *values, retention)
     except TRANSIENT_ERRORS as exc:
-        raise StoreUnavailable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        raise StoreUnavailable(describe(exc)) from exc
     return bool(status == "INSERT 0 1")
 
 

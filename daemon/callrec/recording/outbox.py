@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 
 from callrec.db import recordings
-from callrec.db.pool import StoreUnavailable
+from callrec.db.pool import Db, StoreUnavailable
 from callrec.ops import metrics
 from callrec.recording.facts import Recording
 from callrec.recording.journal import Journal
@@ -23,7 +23,7 @@ _BATCH = 100
 class Outbox:
     """``put`` makes a row durable locally at once; ``run`` delivers it when it can."""
 
-    def __init__(self, journal: Journal, db: recordings.Writer, *, backoff_max: float = 10.0) -> None:
+    def __init__(self, journal: Journal, db: Db, *, backoff_max: float = 10.0) -> None:
         self._journal = journal
         self._db = db
         self._backoff = Backoff(initial=1.0, maximum=backoff_max)
