@@ -73,6 +73,8 @@ class App:
         self.recorder: Recorder | None = None
         self.closes: CloseWatch | None = None
         self.stopping = asyncio.Event()
+        self.failed = False
+        """Set when an owned task died: ``callrec run`` then exits 1, not 0."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runners: list[web.AppRunner] = []
         self._api_pool: DbPool | None = None
@@ -160,8 +162,10 @@ class App:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # An owned task dying is a bug; stop so systemd restarts us in a clean state.
+            # An owned task dying is a bug; stop so systemd restarts us in a clean state
+            # (Restart=on-failure: the exit code must say so, see ``failed``).
             log.error("task failed", task=task.get_name(), error=repr(task.exception()))
+            self.failed = True
             self.stopping.set()
 
     async def startup(self) -> None:

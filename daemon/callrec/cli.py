@@ -33,11 +33,13 @@ SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from callrec.app import App
 
+    app = App(settings)
     try:
-        asyncio.run(App(settings).run())
+        asyncio.run(app.run())
     except KeyboardInterrupt:  # a second Ctrl-C before the loop took over
         return 130
-    return 0
+    # A task died: a non-zero exit, so systemd's Restart=on-failure starts a clean daemon.
+    return 1 if app.failed else 0
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,17 @@ def test_agi_mode_is_off_unless_asked_for(tmp_path: Path) -> None:
         load(write(tmp_path, GOOD + '[agi]\nlisten = "4573"\n'))
     with pytest.raises(ConfigError, match=r"^agi\.port: unknown key"):
         load(write(tmp_path, GOOD + "[agi]\nport = 4573\n"))
+
+
+async def test_a_dying_task_stops_the_daemon_and_marks_it_failed(tmp_path: Path) -> None:
+    """Restart=on-failure restarts callrec only on a non-zero exit: a task that died must say so."""
+    from callrec.app import App
+
+    app = App(load(write(tmp_path, GOOD)))
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app._spawn(broken(), "broken")
+    await asyncio.wait_for(app.stopping.wait(), 5)
+    assert app.failed
