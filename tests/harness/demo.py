@@ -1,4 +1,4 @@
-"""`make demo`: the main job for real on a throwaway Asterisk 22 and PostgreSQL.
+"""`./dev demo` (make demo): the main job for real on a throwaway Asterisk 22 and PostgreSQL.
 
 Stands both up, applies the migrations with `callrec migrate`, starts `callrec run`, places
 an inbound customer-service call, an outbound telesales call and an internal (unrecorded)
@@ -24,7 +24,7 @@ from tests.harness.postgres import Cluster
 
 def main() -> int:
     if os.geteuid() != 0:
-        print("make demo needs root: it builds a Debian sid chroot for Asterisk and bind-mounts into it")
+        print("./dev demo needs root: it builds a Debian sid chroot for Asterisk and bind-mounts into it")
         return 1
     ensure_root()
     work = Path(tempfile.mkdtemp(prefix="callrec-demo-"))
