@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from callrec.access.people import Principal, Role, team_agent_ids
 from callrec.db import recordings
-from callrec.db.pool import Db, Row
+from callrec.db.pool import Db
 from callrec.recording.facts import Recording, View
 
 
@@ -113,11 +113,6 @@ def audio_path(rec: Recording, recordings_dir: Path) -> Path:
 _SELECT = recordings.SELECT + " WHERE ($1::text[] IS NULL OR r.agent_name = ANY($1::text[]))"
 
 
-def _row(record: Row) -> Recording:
-    # from_record takes a Mapping, which asyncpg's Record is at run time but not to mypy.
-    return recordings.from_record(dict(record))
-
-
 def _scope(g: Grant) -> list[str] | None:
     return None if g.agent_ids is None else sorted(g.agent_ids)
 
@@ -159,20 +154,20 @@ async def search(db: Db, g: Grant, f: Filters, *, limit: int = 100, offset: int 
         limit,
         offset,
     )
-    return [_row(r) for r in rows]
+    return [recordings.from_record(r) for r in rows]
 
 
 async def get(db: Db, g: Grant, recording_id: uuid.UUID) -> Recording:
     row = await db.fetchrow(_SELECT + " AND r.id = $2", _scope(g), recording_id)
     if row is None:
         raise NotVisible(f"no recording {recording_id}")
-    return _row(row)
+    return recordings.from_record(row)
 
 
 async def get_many(db: Db, g: Grant, ids: Sequence[uuid.UUID]) -> list[Recording]:
     """All of them in the given order, or ``NotVisible`` naming the first one missing."""
     rows = await db.fetch(_SELECT + " AND r.id = ANY($2::uuid[])", _scope(g), list(ids))
-    found = {r["id"]: _row(r) for r in rows}
+    found = {r["id"]: recordings.from_record(r) for r in rows}
     for rid in ids:
         if rid not in found:
             raise NotVisible(f"no recording {rid}")
@@ -194,4 +189,4 @@ async def by_masked_number(
         since,
         until,
     )
-    return [_row(r) for r in rows]
+    return [recordings.from_record(r) for r in rows]

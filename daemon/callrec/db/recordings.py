@@ -7,12 +7,11 @@ there reaches the insert, the reads, the API's JSON and its schema at once.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
-from callrec.db.pool import TRANSIENT_ERRORS, Db, StoreUnavailable, describe
+from callrec.db.pool import TRANSIENT_ERRORS, Db, Row, StoreUnavailable, describe
 from callrec.recording.facts import COLUMNS, Recording, select_list
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Recording))
 _WRITTEN = tuple(name for name, column in COLUMNS.items() if column.written)
 # retain_until is computed by PostgreSQL: calendar arithmetic ("6 months" from 31 August is
 # 28 February) that only the database does exactly (docs/privacy.md#retention).
@@ -38,6 +37,6 @@ async def insert(db: Db, row: Recording, retention: str) -> bool:
     return bool(status == "INSERT 0 1")
 
 
-def from_record(record: Mapping[str, Any]) -> Recording:
+def from_record(record: Row) -> Recording:
     """A ``Recording`` from a row read with ``SELECT``."""
-    return Recording(**{f.name: record[f.name] for f in dataclasses.fields(Recording)})
+    return Recording(**{name: record[name] for name in _FIELDS})
