@@ -126,10 +126,7 @@ async def _search(request: web.Request) -> web.StreamResponse:
 
 
 async def _view(request: web.Request) -> web.StreamResponse:
-    who = serving.principal(request)
-    return json_response(
-        access.as_json(await core.view(serving.pool(request), who, recording_id(request)), who.role)
-    )
+    return await _after(request, recording_id(request))
 
 
 async def _audio(request: web.Request) -> web.StreamResponse:
@@ -204,6 +201,7 @@ async def _erase(request: web.Request) -> web.StreamResponse:
 
 
 async def _after(request: web.Request, rid: uuid.UUID) -> web.StreamResponse:
+    """One recording's JSON as the person may see it (a view, or the answer to a change)."""
     who = serving.principal(request)
     return json_response(access.as_json(await core.view(serving.pool(request), who, rid), who.role))
 
