@@ -56,7 +56,7 @@ import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 from tests.fakes.ami_server import FakeAmi, Reply  # noqa: E402
 from tests.fakes.ari_server import FakeAri  # noqa: E402
-from tests.harness.asterisk import free_port  # noqa: E402
+from tests.fakes.pbx import daemon_config  # noqa: E402
 from tests.harness.postgres import Cluster  # noqa: E402
 
 from callrec.db.migrations import migrate  # noqa: E402
@@ -334,31 +334,6 @@ class Bench:
         return run
 
 
-def config_text(ari: FakeAri, ami: FakeAmi, work: Path, dsn: str) -> str:
-    return f"""
-[asterisk]
-ari_url = "{ari.url}"
-ari_username = "callrec"
-ari_password = "p"
-ami_port = {ami.port}
-ami_username = "callrec"
-ami_secret = "s"
-recordings_dir = "{work / "recordings"}"
-[database]
-dsn = "{dsn}"
-[metrics]
-listen = "127.0.0.1:{free_port()}"
-[api]
-enabled = false
-[daemon]
-state_dir = "{work / "state"}"
-file_wait_timeout = 10
-[registers.customer-service]
-direction = "inbound"
-retention = "1 month"
-"""
-
-
 async def one_daemon(
     args: argparse.Namespace,
     work: Path,
@@ -375,7 +350,7 @@ async def one_daemon(
         run_dir = work / f"{kind}-{concurrency}-{next(_RUNS)}"
         run_dir.mkdir()
         cfg = run_dir / "callrec.toml"
-        cfg.write_text(config_text(ari, ami, run_dir, dsn))
+        cfg.write_text(daemon_config(ari, ami, run_dir, dsn))
         daemon = await asyncio.to_thread(
             start_daemon_process, cfg, src=args.daemon_src, cpus=args.daemon_cpus
         )

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.ami_server import FakeAmi, Reply
+from tests.fakes.ari_server import FakeAri
+from tests.harness.asterisk import free_port
 
 _WAV_HEADER = (
     b"RIFF"
@@ -23,6 +25,32 @@ _WAV_HEADER = (
     + b"data"
     + struct.pack("<I", 1600)
 )
+
+
+def daemon_config(ari: FakeAri, ami: FakeAmi, work: Path, dsn: str, *, file_wait_timeout: float = 10) -> str:
+    """callrec.toml for a daemon on the fakes: one inbound register, no API, state under ``work``."""
+    return f"""
+[asterisk]
+ari_url = "{ari.url}"
+ari_username = "callrec"
+ari_password = "p"
+ami_port = {ami.port}
+ami_username = "callrec"
+ami_secret = "s"
+recordings_dir = "{work / "recordings"}"
+[database]
+dsn = "{dsn}"
+[metrics]
+listen = "127.0.0.1:{free_port()}"
+[api]
+enabled = false
+[daemon]
+state_dir = "{work / "state"}"
+file_wait_timeout = {file_wait_timeout}
+[registers.customer-service]
+direction = "inbound"
+retention = "1 month"
+"""
 
 
 def channel(cid: str, name: str, state: str, linkedid: str, number: str = "", **cvars: str) -> dict[str, Any]:

@@ -19,8 +19,7 @@ from callrec.config import load
 from callrec.ops import metrics
 from tests.fakes.ami_server import FakeAmi
 from tests.fakes.ari_server import FakeAri
-from tests.fakes.pbx import FakePbx
-from tests.harness.asterisk import free_port
+from tests.fakes.pbx import FakePbx, daemon_config
 
 REGISTER = "customer-service"
 TIMEOUT = 10.0  # only reached when a test fails
@@ -47,28 +46,7 @@ async def start_app(
 
     async def start(*, file_wait_timeout: float = 5, ami_action_timeout: float | None = None) -> App:
         cfg = tmp_path / "callrec.toml"
-        cfg.write_text(f"""
-[asterisk]
-ari_url = "{ari.url}"
-ari_username = "callrec"
-ari_password = "p"
-ami_port = {ami.port}
-ami_username = "callrec"
-ami_secret = "s"
-recordings_dir = "{tmp_path / "rec"}"
-[database]
-dsn = "{db_dsn}"
-[metrics]
-listen = "127.0.0.1:{free_port()}"
-[api]
-enabled = false
-[daemon]
-state_dir = "{tmp_path / "state"}"
-file_wait_timeout = {file_wait_timeout}
-[registers.{REGISTER}]
-direction = "inbound"
-retention = "1 month"
-""")
+        cfg.write_text(daemon_config(ari, ami, tmp_path, db_dsn, file_wait_timeout=file_wait_timeout))
         daemon = App(load(cfg))
         if ami_action_timeout is not None:
             # The config has no key for the AMI action timeout (5 s): the client App builds,
