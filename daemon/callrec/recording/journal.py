@@ -55,18 +55,19 @@ CREATE TABLE IF NOT EXISTS rejected (
 def _row_to_json(row: Recording, retention: str) -> bytes:
     # orjson encodes a dataclass as asdict() would, without asdict()'s deep copy (hot path).
     # The retention travels beside the row: PostgreSQL computes retain_until from it.
-    data = orjson.dumps(row, default=str)
-    return data[:-1] + b',"retention":' + orjson.dumps(retention) + b"}"
+    return orjson.dumps({"row": row, "retention": retention}, default=str)
 
 
 def _row_from_json(data: bytes) -> tuple[Recording, str]:
     d: dict[str, Any] = orjson.loads(data)
+    if "row" in d:
+        return Recording.from_json(d["row"]), str(d["retention"])
+    # A journal left by the previous version: one flat object, the retention inside, no duration.
     retention = str(d.pop("retention"))
-    if "duration_seconds" not in d:  # a journal written before the row carried its duration
-        seconds = (
-            datetime.fromisoformat(d["ended_at"]) - datetime.fromisoformat(d["started_at"])
-        ).total_seconds()
-        d["duration_seconds"] = round(max(seconds, 0.0), 3)
+    seconds = (
+        datetime.fromisoformat(d["ended_at"]) - datetime.fromisoformat(d["started_at"])
+    ).total_seconds()
+    d["duration_seconds"] = round(max(seconds, 0.0), 3)
     return Recording.from_json(d), retention
 
 
