@@ -24,8 +24,6 @@ from typing import Any, Literal
 View = Literal["full", "operational"]
 """Operational metadata leaves out the customer's and the agent's personal data (R10)."""
 
-Direction = Literal["inbound", "outbound"]
-
 
 @dataclass(frozen=True, slots=True)
 class StartRecording:
