@@ -20,6 +20,8 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from callrec import __version__
+from callrec.archive.pipeline import Archiver
+from callrec.archive.reading import open_archive
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
@@ -72,6 +74,9 @@ class App:
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
         self.closes: CloseWatch | None = None
+        self.archive = open_archive(settings)
+        """``None`` with ``[archive] enabled = false``: recordings stay MixMonitor's WAV."""
+        self.archiver: Archiver | None = None
         self.stopping = asyncio.Event()
         self.failed = False
         """Set when an owned task died: ``callrec run`` then exits 1, not 0."""
@@ -176,13 +181,20 @@ class App:
         if s.api_listen is not None:
             # Its own small pool: a slow export or search never holds up writing rows.
             self._api_pool = await self._api_database()
-            await self._serve(build_api(self._api_pool, s), s.api_listen)
+            await self._serve(build_api(self._api_pool, s, self.archive), s.api_listen)
         self.journal = await Journal.open(s.state_dir)
         self._pending_at_start = await self.journal.pending()
         if self._pending_at_start:
             log.info("recordings left by the previous run", count=len(self._pending_at_start))
         self.store = await self._connect_store()
-        self.outbox = Outbox(self.journal, self.store.pool)
+        if self.archive is not None:
+            self.archiver = Archiver(self.store.pool, self.archive, s.asterisk.recordings_dir, self.journal)
+        self.outbox = Outbox(
+            self.journal,
+            self.store.pool,
+            archive=self.archiver is not None,
+            on_delivered=self.archiver.wake if self.archiver is not None else lambda: None,
+        )
         self.closes = CloseWatch.open()  # None off Linux: MixMonitor leaves a marker instead
         self.recorder = Recorder(
             self.ami,
@@ -199,7 +211,10 @@ class App:
         if s.agi_listen is not None:
             # AGI mode, beside the event mode: the dialplan asks for recording and waits for it.
             self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder).run(), "agi")
-        self._spawn(Sweeper(self.store.pool, s).run_forever(), "retention")
+        if self.archiver is not None:
+            self._spawn(self.archiver.run(), "archive")
+        store = self.archive.store if self.archive is not None else None
+        self._spawn(Sweeper(self.store.pool, s, store).run_forever(), "retention")
         self._spawn(self._gauges(), "gauges")
         # READY only once every connection is up (systemd Type=notify).
         waits: asyncio.Future[Any] = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from callrec.archive.settings import FORMATS, ArchiveSettings, StorageSettings
+
 DEFAULT_PATH = Path("/etc/callrec/callrec.toml")
 _RETENTION = re.compile(r"^\s*([1-9][0-9]{0,4})\s+(day|week|month)s?\s*$")
 # Register names become metric labels, log fields and dialplan values: keep them tame.
@@ -112,6 +114,8 @@ class Settings:
     """Keyed HMAC of the full customer number for exact data-subject matches; never stored."""
     agi_listen: tuple[str, int] | None = None
     """FastAGI endpoint for AGI mode (recording starts before the call goes on); ``None``: off."""
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
 
 _DURATION = re.compile(r"^\s*([1-9][0-9]{0,6})\s+(second|minute|hour|day|week)s?\s*$")
@@ -283,6 +287,8 @@ def _parse(data: Mapping[str, Any]) -> Settings:
             raise ConfigError("privacy.number_hmac_key_file: the key must be at least 16 characters")
     priv.refuse_unknown()
 
+    archive, storage = _archive(top.table("archive"), top.table("storage"))
+
     regs = top.table("registers")
     registers: dict[str, Register] = {}
     for name in regs.data:
@@ -326,7 +332,45 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         api_listen=api_listen,
         number_hmac_key=number_hmac_key,
         agi_listen=agi_listen,
+        archive=archive,
+        storage=storage,
     )
+
+
+def _archive(arc: _Section, sto: _Section) -> tuple[ArchiveSettings, StorageSettings]:
+    fmt = arc.get("format", str, "opus")
+    if fmt not in FORMATS:
+        raise ConfigError(f"archive.format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    bitrate = arc.get("bitrate", int, 12000)
+    if not 6000 <= bitrate <= 64000:
+        raise ConfigError("archive.bitrate: expected bits per second from 6000 to 64000")
+    complexity = arc.get("complexity", int, 3)
+    if not 0 <= complexity <= 10:
+        raise ConfigError("archive.complexity: expected 0 to 10 (libopus)")
+    key_file = arc.get("key_file", str, "") or None
+    retired = arc.get("retired_key_files", list, [])
+    if not all(isinstance(p, str) and p for p in retired):
+        raise ConfigError("archive.retired_key_files: expected a list of file paths")
+    for name, path in [("key_file", key_file), *(("retired_key_files", p) for p in retired)]:
+        if path is not None and not Path(path).is_absolute():
+            raise ConfigError(f"archive.{name}: must be an absolute path")
+    archive = ArchiveSettings(
+        enabled=arc.get("enabled", bool, True),
+        format=fmt,
+        bitrate=bitrate,
+        complexity=complexity,
+        key_file=Path(key_file) if key_file else None,
+        retired_key_files=tuple(Path(p) for p in retired),
+    )
+    arc.refuse_unknown()
+    backend = sto.get("backend", str, "filesystem")
+    if backend != "filesystem":
+        raise ConfigError(f'storage.backend: expected "filesystem", got {backend!r}')
+    path = Path(sto.get("path", str, "/var/lib/callrec/archive"))
+    if not path.is_absolute():
+        raise ConfigError("storage.path: must be an absolute path")
+    sto.refuse_unknown()
+    return archive, StorageSettings(backend, path)
 
 
 def _with_password(dsn: str, password: str) -> str:

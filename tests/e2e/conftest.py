@@ -56,6 +56,16 @@ class Daemon(DaemonProcess):
             time.sleep(0.05)
 
 
+def archive_key(state_dir: Path) -> Path:
+    """The key-encryption key of the daemons sharing ``state_dir``, made once."""
+    key = state_dir.parent / "archive.key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o600)
+    return key
+
+
 def write_config(
     path: Path,
     asterisk: Asterisk,
@@ -66,8 +76,10 @@ def write_config(
     state_dir: Path | None = None,
     extra: str = "",
 ) -> None:
-    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``)."""
+    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``). The archive is
+    encrypted, its key and store beside the state: runs that share a state share both."""
     state_dir = state_dir or path.parent / "state"
+    key_file = archive_key(state_dir)
     path.write_text(f"""
 [asterisk]
 ari_url = "{asterisk.ari_url}"
@@ -89,6 +101,10 @@ listen = "127.0.0.1:{free_port()}"
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
+[archive]
+key_file = "{key_file}"
+[storage]
+path = "{state_dir.parent / "archive"}"
 [registers.customer-service]
 direction = "inbound"
 retention = "6 months"

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal
 
 from callrec.access.people import Principal, Role, team_agent_ids
@@ -98,15 +97,6 @@ async def grant(db: Db, principal: Principal, action: Action) -> Grant:
 def as_json(rec: Recording, role: Role) -> dict[str, Any]:
     """What this role gets of a recording: its view of the metadata, and audio only if it may play."""
     return rec.to_json(VIEWS[role], audio=allowed(role, Action.PLAY))
-
-
-def audio_path(rec: Recording, recordings_dir: Path) -> Path:
-    """The recording's file, refusing a path that would resolve outside recordings_dir."""
-    root = recordings_dir.resolve()
-    path = (root / rec.file_path).resolve()
-    if not path.is_relative_to(root):
-        raise NotVisible(f"recording {rec.id}: file path outside recordings_dir")
-    return path
 
 
 # Every read for the API goes through this WHERE: the grant's reach, in SQL.

@@ -8,18 +8,19 @@ erasure destroys one recording now (GDPR Art. 17), in the same crash-safe order 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
 import structlog
 
+from callrec.archive.store import ObjectStore
 from callrec.config import Settings
 from callrec.db.pool import DbPool
 from callrec.ops import metrics
 from callrec.ops.logs import redact
 from callrec.retention import files as spool
 from callrec.retention.queries import claim_erasure, clear_hold, finish_disposals, hold_state, set_hold
+from callrec.retention.sweep import delete_audio
 
 log = structlog.get_logger("callrec.retention")
 
@@ -73,7 +74,15 @@ async def release(pool: DbPool, recording_id: uuid.UUID, *, by: str) -> None:
             raise RecordingNotFound(f"no recording {recording_id} in the register")
 
 
-async def erase(pool: DbPool, settings: Settings, recording_id: uuid.UUID, *, reason: str, by: str) -> int:
+async def erase(
+    pool: DbPool,
+    settings: Settings,
+    recording_id: uuid.UUID,
+    *,
+    reason: str,
+    by: str,
+    store: ObjectStore | None = None,
+) -> int:
     """Destroy one recording now (GDPR Art. 17); returns the bytes destroyed. The row leaves
     the register at once. A file on another node is queued: that node's next pass deletes it,
     and 0 is returned. Raises ``RecordingOnHold``, ``RecordingNotFound``, or ``OSError`` if the
@@ -95,7 +104,7 @@ async def erase(pool: DbPool, settings: Settings, recording_id: uuid.UUID, *, re
             bound.info("erasure queued for the node that holds the file", node=disposal.node)
             return 0
         root = settings.asterisk.recordings_dir
-        [outcome] = await asyncio.to_thread(spool.delete_files, root, [disposal], spool.keep_dirs_from())
+        [outcome] = await delete_audio(root, store, [disposal], spool.keep_dirs_from())
         if outcome not in (spool.DESTROYED, spool.MISSING):
             metrics.RETENTION_ERRORS.inc()
             bound.error("erasure: cannot delete the file; every pass retries", error=outcome)

@@ -18,7 +18,7 @@ from callrec.db.pool import Db, DbConnection, Row
 
 # A recording is held while legal_hold is set and its hold_until (if any) is still ahead.
 _HELD = "(legal_hold AND (hold_until IS NULL OR hold_until > now()))"
-_PENDING_COLUMNS = "recording_id, register_name, file_path, file_size, reason, node"
+_PENDING_COLUMNS = "recording_id, register_name, file_path, file_size, reason, node, archived"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,8 @@ class Disposal:
     reason: str
     """retention | erasure | orphan"""
     node: str
+    archived: bool = False
+    """The audio is the archive object (its data key went with the row); else the WAV."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +47,35 @@ class HoldState:
 def _disposals(rows: Sequence[Row]) -> list[Disposal]:
     return [
         Disposal(
-            r["recording_id"], r["register_name"], r["file_path"], r["file_size"], r["reason"], r["node"]
+            r["recording_id"],
+            r["register_name"],
+            r["file_path"],
+            r["file_size"],
+            r["reason"],
+            r["node"],
+            r["archived"],
         )
         for r in rows
     ]
 
 
+# Deleting the row deletes its data key in the same transaction (recording_keys ... ON DELETE
+# CASCADE, sql/005_archive.sql): crypto-shredding happens here, before any file or object is
+# touched, and key_destroyed_at records it (docs/archive.md#destruction).
+_GONE = (
+    "RETURNING id, register_name, file_path, file_size, node, archived_at IS NOT NULL AS archived, encrypted"
+)
+_KEY_DESTROYED = "CASE WHEN encrypted THEN now() END"
+
+
 def _move_to_pending(select_ids: str) -> str:
     """DELETE the selected recordings and queue them, atomically in one statement: from here
-    on the register no longer shows them, and the queue remembers their files."""
+    on the register no longer shows them, and the queue remembers their audio."""
     return f"""
-WITH gone AS (
-    DELETE FROM recordings WHERE id IN ({select_ids})
-    RETURNING id, register_name, file_path, file_size, node)
-INSERT INTO disposal_pending (recording_id, register_name, file_path, file_size, reason, node)
-SELECT id, register_name, file_path, file_size, 'retention', node FROM gone
+WITH gone AS (DELETE FROM recordings WHERE id IN ({select_ids}) {_GONE})
+INSERT INTO disposal_pending
+    (recording_id, register_name, file_path, file_size, reason, node, archived, key_destroyed_at)
+SELECT id, register_name, file_path, file_size, 'retention', node, archived, {_KEY_DESTROYED} FROM gone
 RETURNING {_PENDING_COLUMNS}
 """
 
@@ -82,12 +98,12 @@ _CLAIM_SHORTENED = _move_to_pending("""
     ORDER BY started_at LIMIT $2 FOR UPDATE SKIP LOCKED""")
 
 _CLAIM_ERASURE = f"""
-WITH gone AS (
-    DELETE FROM recordings WHERE id = $1 AND NOT {_HELD}
-    RETURNING id, register_name, file_path, file_size, node)
+WITH gone AS (DELETE FROM recordings WHERE id = $1 AND NOT {_HELD} {_GONE})
 INSERT INTO disposal_pending
-    (recording_id, register_name, file_path, file_size, reason, node, requested_by, request_reason)
-SELECT id, register_name, file_path, file_size, 'erasure', node, $2, $3 FROM gone
+    (recording_id, register_name, file_path, file_size, reason, node, requested_by, request_reason,
+     archived, key_destroyed_at)
+SELECT id, register_name, file_path, file_size, 'erasure', node, $2, $3, archived, {_KEY_DESTROYED}
+FROM gone
 RETURNING {_PENDING_COLUMNS}
 """
 
@@ -115,8 +131,10 @@ _FINISH = """
 WITH done AS (DELETE FROM disposal_pending WHERE recording_id = ANY($1::uuid[]) RETURNING *),
 logged AS (
     INSERT INTO disposal_log (recording_id, register_name, reason, bytes, node,
-                              requested_by, request_reason, requested_at)
-    SELECT recording_id, register_name, reason, file_size, node, requested_by, request_reason, created_at
+                              requested_by, request_reason, requested_at,
+                              key_destroyed_at, audio_deleted_from)
+    SELECT recording_id, register_name, reason, file_size, node, requested_by, request_reason, created_at,
+           key_destroyed_at, CASE WHEN archived THEN 'archive' ELSE 'recordings_dir' END
     FROM done
     RETURNING register_name, reason, bytes)
 SELECT reason, register_name, count(*)::bigint AS count, sum(bytes)::bigint AS bytes

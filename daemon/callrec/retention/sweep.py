@@ -26,11 +26,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import structlog
 
+from callrec.archive.store import ObjectStore, StoreError, object_name
 from callrec.config import Settings
 from callrec.db.pool import Db, DbConnection, DbPool
 from callrec.ops import metrics
@@ -136,9 +138,11 @@ class Sweeper:
     """Destroys what retention, erasure and crashes leave due. One per daemon (``run_forever``),
     or one pass on demand (``callrec retention``)."""
 
-    def __init__(self, pool: DbPool, settings: Settings) -> None:
+    def __init__(self, pool: DbPool, settings: Settings, store: ObjectStore | None = None) -> None:
         self._pool = pool
         self._settings = settings
+        self._store = store
+        """The archive's store: archived recordings are deleted from it (their key went first)."""
         self._node = settings.node
         self._root = settings.asterisk.recordings_dir
         self._batch = settings.retention_batch
@@ -244,7 +248,6 @@ class Sweeper:
         and finishes the oldest: the database and the disk work at the same time, and on a
         disk where each unlink waits (ext4 with discard, NFS) a few unlinks in parallel beat
         one after the other."""
-        loop = asyncio.get_running_loop()
         keep_from = spool.keep_dirs_from()
         in_flight: collections.deque[tuple[list[Disposal], asyncio.Future[list[str]]]] = collections.deque()
         # Not the default executor: the recorder's own file work must never queue behind a sweep.
@@ -253,8 +256,8 @@ class Sweeper:
             while True:
                 batch = await self._timed(report, claim())
                 if batch:
-                    deleting = loop.run_in_executor(
-                        deleters, spool.delete_files, self._root, batch, keep_from
+                    deleting: asyncio.Future[list[str]] = asyncio.ensure_future(
+                        delete_audio(self._root, self._store, batch, keep_from, deleters)
                     )
                     in_flight.append((batch, deleting))
                 while in_flight and (batch is None or len(in_flight) >= _DELETERS or in_flight[0][1].done()):
@@ -335,6 +338,36 @@ class Sweeper:
         finally:
             elapsed = time.monotonic() - t0
             report.longest_transaction_seconds = max(report.longest_transaction_seconds, elapsed)
+
+
+async def delete_audio(
+    root: Path,
+    store: ObjectStore | None,
+    batch: Sequence[Disposal],
+    keep_from: date,
+    deleters: ThreadPoolExecutor | None = None,
+) -> list[str]:
+    """Per disposal: destroyed, missing, or why not. An archived recording's WAV is normally
+    gone already (a crash can leave it, so it is deleted too); what counts for it is the
+    object, whose data key went with the row (docs/archive.md#destruction)."""
+    loop = asyncio.get_running_loop()
+    outcomes = await loop.run_in_executor(deleters, spool.delete_files, root, batch, keep_from)
+    archived = [i for i, d in enumerate(batch) if d.archived]
+    if not archived:
+        return outcomes
+    if store is None:
+        for i in archived:
+            outcomes[i] = "archived, but no archive store is configured"
+        return outcomes
+    names = [object_name(batch[i].recording_id) for i in archived]
+    try:
+        gone = await store.delete_many(names)
+        error = "the store did not delete it"
+    except StoreError as exc:
+        gone, error = [False] * len(names), str(exc)[:200]
+    for i, ok in zip(archived, gone, strict=True):
+        outcomes[i] = spool.DESTROYED if ok else error
+    return outcomes
 
 
 def _until_empty(fetch: Callable[[], Awaitable[list[Disposal]]]) -> Claim:
