@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from callrec.archive import keys, reading
-from callrec.archive.crypto import CorruptObject, KeyFileError, new_kek_file
+from callrec.archive.crypto import CorruptObject, new_kek_file
 from callrec.archive.pipeline import Archiver, Outcome, Unavailable
 from callrec.archive.store import StoreError
-from callrec.config import Settings
+from callrec.config import ConfigError, Settings
 from callrec.db import cli as db_cli
 from callrec.db.pool import DbPool
 from callrec.ops import metrics
 
 if TYPE_CHECKING:
     from callrec.cli import SubParsers
+
+EXIT_CONFIG = 2
 
 
 def _keys_init(settings: Settings, args: argparse.Namespace) -> int:
@@ -36,30 +38,42 @@ def _keys_init(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _archive_for(settings: Settings) -> reading.Archive:
-    archive = reading.open_archive(settings)
+def _archive_for(settings: Settings) -> reading.Archive | None:
+    """The configured archive, or ``None`` after printing why not (exit code 2: the config)."""
+    try:
+        archive = reading.open_archive(settings)
+    except ConfigError as exc:
+        print(f"callrec: config: {exc}", file=sys.stderr)
+        return None
     if archive is None:
-        raise KeyFileError("archive.enabled is false: nothing is archived")
+        print("callrec: config: archive.enabled is false: nothing is archived", file=sys.stderr)
     return archive
 
 
 def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    archive = _archive_for(settings)
+    if archive is None:
+        return EXIT_CONFIG
+
     async def work(pool: DbPool) -> int:
-        report = await keys.rotate(pool, _archive_for(settings).keys)
+        report = await keys.rotate(pool, archive.keys)
         print(f"re-wrapped {report.rewrapped} data key(s) under the current key_file")
         for key_id, n in sorted(report.remaining.items()):
             print(f"still wrapped by {key_id}: {n} (add its file to archive.retired_key_files)")
         return 1 if report.remaining else 0
 
-    return db_cli.run(settings, work, refusals=(keys.MissingKey, KeyFileError, CorruptObject))
+    return db_cli.run(settings, work, refusals=(keys.MissingKey, CorruptObject))
 
 
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     """Archive this node's rows still pointing at a WAV, oldest first. Resumable: the state is
     the rows themselves (archived_at), so a killed run goes on where it stopped."""
+    archive = _archive_for(settings)
+    if archive is None:
+        return EXIT_CONFIG
 
     async def work(pool: DbPool) -> int:
-        archiver = Archiver(pool, _archive_for(settings), settings.asterisk.recordings_dir)
+        archiver = Archiver(pool, archive, settings.asterisk.recordings_dir)
         total = await pool.fetchval(
             "SELECT count(*) FROM recordings WHERE node = $1 AND archived_at IS NULL", settings.node
         )
@@ -92,15 +106,17 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{done}/{total} archived, {failed} failed (see the log for why)")
         return 1 if failed else 0
 
-    return db_cli.run(settings, work, refusals=(KeyFileError,), command_timeout=None)
+    return db_cli.run(settings, work, command_timeout=None)
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
     """Re-read every archived recording (or those ended since ``--since``): size, every tag and
     the sha256; each result is written to the row (verified_at, verify_error)."""
+    archive = _archive_for(settings)
+    if archive is None:
+        return EXIT_CONFIG
 
     async def work(pool: DbPool) -> int:
-        archive = _archive_for(settings)
         since = args.since or datetime.fromtimestamp(0).astimezone()
         checked = bad = 0
         last = uuid.UUID(int=0)
@@ -129,7 +145,7 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
         print(f"verified {checked} archived recording(s): {bad} failed")
         return 1 if bad else 0
 
-    return db_cli.run(settings, work, refusals=(KeyFileError,), command_timeout=None)
+    return db_cli.run(settings, work, command_timeout=None)
 
 
 async def _check_one(
@@ -156,13 +172,17 @@ def _since(text: str) -> datetime:
 
 
 def add_commands(sub: SubParsers, common: argparse.ArgumentParser) -> None:
-    k = sub.add_parser("keys", help="Key-encryption keys of the archive.", parents=[common])
+    k = sub.add_parser("keys", help="Key-encryption keys of the archive.", description="Archive keys.")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    init = ksub.add_parser("init", help="Write a new random key-encryption key (32 bytes, mode 0600).")
+    init = ksub.add_parser(
+        "init", help="Write a new random key-encryption key (32 bytes, mode 0600).", parents=[common]
+    )
     init.add_argument("path", type=Path)
     init.set_defaults(handler=_keys_init)
     rot = ksub.add_parser(
-        "rotate", help="Re-wrap every data key under archive.key_file (retired keys unwrap the old ones)."
+        "rotate",
+        help="Re-wrap every data key under archive.key_file (retired keys unwrap the old ones).",
+        parents=[common],
     )
     rot.set_defaults(handler=_keys_rotate)
     a = sub.add_parser("archive", help="Archive recordings made before the archive step.", parents=[common])

@@ -180,11 +180,13 @@ class Opener:
         stop = min(HEADER_SIZE + (last + 1) * (self._chunk + TAG), sealed_size(self.plain_size, self._chunk))
         return offset, stop - offset, first
 
-    def open_chunks(self, sealed: bytes, first: int) -> bytes:
-        """Decrypt consecutive chunks starting at index ``first``; ``CorruptObject`` on any
-        failed tag or a short read."""
+    def open_chunks(self, sealed: bytes, first: int, count: int = 1) -> bytes:
+        """Decrypt the ``count`` consecutive chunks from index ``first``; ``CorruptObject`` on
+        any failed tag, a missing chunk or a short read."""
         out = bytearray()
         step = self._chunk + TAG
+        if -(-len(sealed) // step) != count:
+            raise CorruptObject(f"chunks {first}-{first + count - 1}: object truncated")
         for n, pos in enumerate(range(0, len(sealed), step)):
             index = first + n
             piece = sealed[pos : pos + step]
@@ -199,7 +201,7 @@ class Opener:
         return bytes(out)
 
     def read_range(self, sealed: bytes, first: int, start: int, end: int) -> bytes:
-        plain = self.open_chunks(sealed, first)
+        plain = self.open_chunks(sealed, first, end // self._chunk - first + 1)
         base = first * self._chunk
         return plain[start - base : end - base + 1]
 

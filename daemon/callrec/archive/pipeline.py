@@ -59,6 +59,10 @@ class Outcome(enum.Enum):
     FAILED = "cannot be archived"
 
 
+class WavMissing(Exception):
+    """The row's WAV is not in recordings_dir."""
+
+
 class Unavailable(Exception):
     """The database or the store is down: the entry stays, retried with backoff."""
 
@@ -74,7 +78,12 @@ def build(
     wav: str, staging: str, recording_id: str, key: bytes | None, fmt: Format, bitrate: int, complexity: int
 ) -> Built:
     """In the archive process: WAV -> archived audio -> (sealed) staging file, fsync'd."""
-    with open(wav, "rb") as src, open(staging, "wb") as out:
+    try:
+        src = open(wav, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        raise WavMissing(wav) from None
+    os.makedirs(os.path.dirname(staging), mode=0o750, exist_ok=True)
+    with src, open(staging, "wb") as out:
         sink: Sealer | _Hashing = (
             Sealer(out, uuid.UUID(recording_id), key) if key is not None else _Hashing(out)
         )
@@ -256,7 +265,7 @@ class Archiver:
                 settings.bitrate,
                 settings.complexity,
             )
-        except FileNotFoundError:
+        except WavMissing:
             bound.error("archive step: the WAV is missing; the row keeps pointing at it")
             metrics.ARCHIVE_FAILURES.labels(reason="no_file").inc()
             await self._failed(recording_id, "no_file")
