@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import asyncpg
 import psycopg
 import pytest
 from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, ensure_root, free_port
 from tests.harness.daemon import DaemonProcess
 from tests.harness.driver import Driver
+
+from callrec import config
+from callrec.archive import reading
+from callrec.archive.store import object_name
+from callrec.config import Settings
+from callrec.db import recordings
 
 pytestmark = pytest.mark.e2e
 
@@ -173,6 +182,46 @@ def wait_rows(dsn: str, count: int, timeout: float = 40, where: str = "TRUE") ->
             if len(rows) >= count or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
+
+
+def settings_of(daemon: Daemon) -> Settings:
+    return config.load(daemon.config_path)
+
+
+def wait_archived(dsn: str, row: dict[str, object], timeout: float = 30) -> dict[str, object]:
+    """The row once the archive step has its recording (the WAV is gone from then on)."""
+    found = wait_rows(dsn, 1, timeout=timeout, where=f"id = '{row['id']}' AND archived_at IS NOT NULL")
+    assert found, f"recording {row['id']} not archived in {timeout}s"
+    return found[0]
+
+
+def archived_audio(dsn: str, settings: Settings, recording_id: object) -> bytes:
+    """The decrypted archived audio, read as the API reads it (archive/reading.py)."""
+
+    async def read() -> bytes:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            record = await pool.fetchrow(recordings.SELECT + " WHERE r.id = $1", recording_id)
+            assert record is not None
+            rec = recordings.from_record(record)
+            sound = await reading.open_audio(
+                pool, rec, reading.open_archive(settings), settings.asterisk.recordings_dir
+            )
+            with sound:
+                return b"".join([b async for b in sound.read(0, sound.size - 1)])
+        finally:
+            await pool.close()
+
+    return asyncio.run(read())
+
+
+def audio_kind(settings: Settings, row: dict[str, object]) -> str | None:
+    """Where the row's audio is now: its WAV, its archive object, or nowhere (a lost call)."""
+    if (settings.asterisk.recordings_dir / str(row["file_path"])).exists():
+        return "wav"
+    if (settings.storage.path / object_name(uuid.UUID(str(row["id"])))).exists():
+        return "object"
+    return None
 
 
 def wait_no_channels(asterisk: Asterisk, timeout: float = 30) -> None:

@@ -3,6 +3,8 @@ from Asterisk's own spoken prompts in the cached root."""
 
 from __future__ import annotations
 
+import array
+import io
 import math
 import struct
 from pathlib import Path
@@ -57,3 +59,16 @@ def write_wav(path: Path, pcm: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(wav_header(len(pcm)) + pcm)
     return path
+
+
+def decoded_pcm(data: bytes, rate: int = 8000) -> array.array[int]:
+    """Archived audio (Ogg/Opus, FLAC, WAV) decoded to 16-bit mono samples at ``rate``."""
+    out: array.array[int] = array.array("h")
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    with av.open(io.BytesIO(data)) as c:
+        for frame in c.decode(audio=0):
+            for converted in resampler.resample(frame):
+                out.frombytes(bytes(converted.planes[0])[: converted.samples * 2])
+        for converted in resampler.resample(None):
+            out.frombytes(bytes(converted.planes[0])[: converted.samples * 2])
+    return out
