@@ -363,14 +363,44 @@ def _archive(arc: _Section, sto: _Section) -> tuple[ArchiveSettings, StorageSett
         retired_key_files=tuple(Path(p) for p in retired),
     )
     arc.refuse_unknown()
+    return archive, _storage(sto)
+
+
+def _storage(sto: _Section) -> StorageSettings:
     backend = sto.get("backend", str, "filesystem")
-    if backend != "filesystem":
-        raise ConfigError(f'storage.backend: expected "filesystem", got {backend!r}')
     path = Path(sto.get("path", str, "/var/lib/callrec/archive"))
     if not path.is_absolute():
         raise ConfigError("storage.path: must be an absolute path")
+    if backend == "filesystem":
+        sto.refuse_unknown()
+        return StorageSettings("filesystem", path)
+    if backend != "s3":
+        raise ConfigError(f'storage.backend: expected "filesystem" or "s3", got {backend!r}')
+    endpoint = sto.get("endpoint", str).rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError('storage.endpoint: expected an http(s) URL such as "https://s3.example.com"')
+    bucket = sto.get("bucket", str)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError("storage.bucket: 3-63 lower-case letters, digits, '.' and '-'")
+    prefix = sto.get("prefix", str, "")
+    if prefix and (prefix.startswith("/") or ".." in prefix or not prefix.endswith("/")):
+        raise ConfigError('storage.prefix: a relative folder ending in "/", e.g. "callrec/"')
+    lock = sto.get("object_lock", str, "")
+    if lock not in ("", "GOVERNANCE", "COMPLIANCE"):
+        raise ConfigError('storage.object_lock: expected "", "GOVERNANCE" or "COMPLIANCE"')
+    settings = StorageSettings(
+        "s3",
+        path,
+        endpoint=endpoint,
+        bucket=bucket,
+        region=sto.get("region", str, "us-east-1"),
+        prefix=prefix,
+        access_key=sto.secret("access_key"),
+        secret_key=sto.secret("secret_key"),
+        object_lock=lock,  # type: ignore[arg-type]
+    )
     sto.refuse_unknown()
-    return archive, StorageSettings(backend, path)
+    return settings
 
 
 def _with_password(dsn: str, password: str) -> str:

@@ -28,6 +28,7 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -215,7 +216,8 @@ class Archiver:
             async with self._pool.acquire() as conn, conn.transaction():
                 try:
                     row = await conn.fetchrow(
-                        "SELECT file_path, archived_at FROM recordings WHERE id = $1 FOR UPDATE NOWAIT",
+                        "SELECT file_path, archived_at, retain_until FROM recordings"
+                        " WHERE id = $1 FOR UPDATE NOWAIT",
                         recording_id,
                     )
                 except asyncpg.LockNotAvailableError:
@@ -227,7 +229,7 @@ class Archiver:
                 if row["archived_at"] is not None:
                     outcome = Outcome.ALREADY
                 else:
-                    outcome = await self._seal(conn, recording_id, wav, bound)
+                    outcome = await self._seal(conn, recording_id, wav, row["retain_until"], bound)
         except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
             # A refused statement is logged and retried like an outage: the WAV stays meanwhile.
             metrics.ARCHIVE_FAILURES.labels(reason="database").inc()
@@ -247,6 +249,7 @@ class Archiver:
         conn: DbConnection,
         recording_id: uuid.UUID,
         wav: Path,
+        retain_until: datetime,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> Outcome:
         settings, store, kek = self._archive.settings, self._archive.store, self._archive.keys.current
@@ -277,7 +280,7 @@ class Archiver:
             return Outcome.FAILED
         name = object_name(recording_id)
         try:
-            await store.put_file(name, staging)
+            await store.put_file(name, staging, retain_until=retain_until)
             await reading.verify(store, recording_id, key, built.size, built.sha256)
         except StoreError as exc:
             metrics.ARCHIVE_FAILURES.labels(reason="store").inc()

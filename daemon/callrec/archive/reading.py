@@ -158,4 +158,15 @@ def open_archive(settings: Settings) -> Archive | None:
         ring = KeyRing.load(settings.archive)
     except KeyFileError as exc:
         raise ConfigError(str(exc)) from None
-    return Archive(settings.archive, FilesystemStore(settings.storage.path), ring)
+    return Archive(settings.archive, open_store(settings), ring)
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    storage = settings.storage
+    if storage.backend == "s3":
+        from callrec.archive.s3 import S3Store  # aiobotocore only where it is used
+
+        # Objects are built beside the journal, then uploaded.
+        staging = settings.state_dir / "archive-staging"
+        return S3Store(storage, staging, access_key=storage.access_key, secret_key=storage.secret_key)
+    return FilesystemStore(storage.path)

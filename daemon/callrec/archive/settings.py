@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,15 @@ class ArchiveSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    backend: str = "filesystem"
+    backend: Literal["filesystem", "s3"] = "filesystem"
     path: Path = Path("/var/lib/callrec/archive")
     """Where the filesystem backend keeps its objects."""
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    prefix: str = ""
+    """Prepended to every object name, e.g. ``callrec/``."""
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    object_lock: Literal["", "GOVERNANCE", "COMPLIANCE"] = ""
+    """S3 Object Lock mode for new objects, retained until the row's retain_until; "" off."""

@@ -12,6 +12,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import ParamSpec, Protocol, TypeVar
 
@@ -36,8 +37,9 @@ class ObjectStore(Protocol):
     staging: Path
     """A local folder for objects being built (on the store's own file system if it has one)."""
 
-    async def put_file(self, name: str, path: Path) -> None:
-        """Store the staged file ``path`` as ``name``, durably, replacing any earlier object."""
+    async def put_file(self, name: str, path: Path, *, retain_until: datetime | None = None) -> None:
+        """Store the staged file ``path`` as ``name``, durably, replacing any earlier object;
+        ``retain_until``: where the store can lock objects, keep it at least that long."""
         ...
 
     async def read(self, name: str, offset: int, length: int) -> bytes:
@@ -54,6 +56,12 @@ class ObjectStore(Protocol):
         """Write, read back and delete a probe object (``callrec check``)."""
         ...
 
+    async def ping(self) -> None:
+        """A cheap request that fails when the store is unreachable (the health gauge)."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 class FilesystemStore:
     """Objects as files under ``root``; every call runs in a worker thread."""
@@ -69,7 +77,7 @@ class FilesystemStore:
             raise ValueError(f"bad object name {name!r}")
         return self.root / name
 
-    async def put_file(self, name: str, path: Path) -> None:
+    async def put_file(self, name: str, path: Path, *, retain_until: datetime | None = None) -> None:
         await self._run(self._put, name, path)
 
     def _put(self, name: str, path: Path) -> None:
@@ -127,6 +135,12 @@ class FilesystemStore:
 
     async def probe(self) -> None:
         await self._run(self._probe)
+
+    async def ping(self) -> None:
+        await self._run(os.stat, self.root)
+
+    async def close(self) -> None:
+        pass
 
     def _probe(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
