@@ -22,6 +22,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from callrec import __version__
 from callrec.archive.pipeline import Archiver
 from callrec.archive.reading import open_archive
+from callrec.archive.store import StoreError
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
@@ -35,7 +36,7 @@ from callrec.asterisk.ari_rest import AriUnavailable
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
-from callrec.ops import metrics, sdnotify
+from callrec.ops import metrics, node, sdnotify
 from callrec.ops.disk import free_bytes
 from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
@@ -183,6 +184,8 @@ class App:
             self._api_pool = await self._api_database()
             await self._serve(build_api(self._api_pool, s, self.archive), s.api_listen)
         self.journal = await Journal.open(s.state_dir)
+        # The node name of this host's rows, kept though the host be renamed (ops/node.py).
+        await asyncio.to_thread(node.pin, s.state_dir, s.node)
         self._pending_at_start = await self.journal.pending()
         if self._pending_at_start:
             log.info("recordings left by the previous run", count=len(self._pending_at_start))
@@ -296,6 +299,15 @@ class App:
                     metrics.CONNECTION_UP.labels(connection="database").set(1)
                 except (StoreUnavailable, TimeoutError):
                     metrics.CONNECTION_UP.labels(connection="database").set(0)
+            if self.archive is not None:
+                try:
+                    await asyncio.wait_for(self.archive.store.ping(), 5)
+                    metrics.CONNECTION_UP.labels(connection="store").set(1)
+                except (StoreError, OSError, TimeoutError) as exc:
+                    metrics.CONNECTION_UP.labels(connection="store").set(0)
+                    log.warning(
+                        "archive store unreachable", store=self.archive.store.name, error=str(exc)[:200]
+                    )
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(sdnotify.watchdog_interval(default=10.0))
 
@@ -316,6 +328,8 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
+        if self.archive is not None:
+            await self.archive.store.close()
         if self.journal is not None:
             await self.journal.close()
         if self.closes is not None:

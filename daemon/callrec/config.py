@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from callrec.archive.settings import FORMATS, ArchiveSettings, StorageSettings
+from callrec.ops.node import default_node
 
 DEFAULT_PATH = Path("/etc/callrec/callrec.toml")
 _RETENTION = re.compile(r"^\s*([1-9][0-9]{0,4})\s+(day|week|month)s?\s*$")
@@ -251,10 +251,10 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     log_level = dmn.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
-    node = dmn.get("node", str, socket.gethostname())[:64]
     state_dir = Path(dmn.get("state_dir", str, "/var/lib/callrec"))
     if not state_dir.is_absolute():
         raise ConfigError("daemon.state_dir: must be an absolute path")
+    node = dmn.get("node", str, "")[:64] or default_node(state_dir)
     disk_low_bytes = dmn.get("disk_low_bytes", int, 1 << 30)
     if disk_low_bytes < 0:
         raise ConfigError("daemon.disk_low_bytes: must be zero or more")

@@ -42,6 +42,8 @@ CHECKS = [
     "archive keys",
     "archive backlog",
     "archive integrity",
+    "node",
+    "other nodes",
 ]
 
 

@@ -237,12 +237,12 @@ class FlakyStore(FilesystemStore):
         self.fail_read = False
         self.put_gate: asyncio.Event | None = None
 
-    async def put_file(self, name: str, path: Path) -> None:
+    async def put_file(self, name: str, path: Path, *, retain_until: datetime | None = None) -> None:
         if self.put_gate is not None:
             await self.put_gate.wait()
         if self.fail_put:
             raise StoreError(f"{self.name}: connection refused (test)")
-        await super().put_file(name, path)
+        await super().put_file(name, path, retain_until=retain_until)
 
     async def read(self, name: str, offset: int, length: int) -> bytes:
         if self.fail_read:

@@ -39,6 +39,7 @@ class S3Store:
         self._keys = (access_key, secret_key)
         self.name = f"s3:{settings.endpoint}/{settings.bucket}/{settings.prefix}"
         self.staging = staging
+        self.shared = True
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()

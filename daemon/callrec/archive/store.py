@@ -36,6 +36,8 @@ class ObjectStore(Protocol):
     """For logs, checks and the disposal log, e.g. ``filesystem:/var/lib/callrec/archive``."""
     staging: Path
     """A local folder for objects being built (on the store's own file system if it has one)."""
+    shared: bool
+    """Every node reaches the same objects (S3): any node may serve and delete any of them."""
 
     async def put_file(self, name: str, path: Path, *, retain_until: datetime | None = None) -> None:
         """Store the staged file ``path`` as ``name``, durably, replacing any earlier object;
@@ -70,6 +72,9 @@ class FilesystemStore:
         self.root = root
         self.name = f"filesystem:{root}"
         self.staging = root / ".staging"
+        # A folder of this host; an NFS mount shared by every node would be shared, but callrec
+        # cannot tell, so it never deletes another node's objects from it.
+        self.shared = False
 
     def _path(self, name: str) -> Path:
         # Names are ours (object_name), but a store never trusts a caller with a path.

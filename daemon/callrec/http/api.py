@@ -197,8 +197,14 @@ async def _erase(request: web.Request) -> web.StreamResponse:
     db, rid, body = await _retention_action(request, Action.ERASE)
     reason = _reason(body, required=True)
     assert reason is not None
+    archive = serving.archive(request)
     destroyed = await retention.erase(
-        db, serving.settings(request), rid, reason=reason, by=serving.principal(request).name
+        db,
+        serving.settings(request),
+        rid,
+        reason=reason,
+        by=serving.principal(request).name,
+        store=archive.store if archive is not None else None,
     )
     request[serving.ENTRY].detail.update({"reason": reason, "bytes_destroyed": destroyed})
     return json_response({"id": rid, "erased": True, "bytes_destroyed": destroyed})

@@ -40,6 +40,7 @@ from callrec.db import migrations
 from callrec.db.pool import Store, StoreUnavailable
 from callrec.ops import check_dirs
 from callrec.ops.check_result import Result, error_text
+from callrec.retention import node_check
 
 EXIT_FAILED = 1
 
@@ -284,7 +285,10 @@ class Checker:
             with contextlib.suppress(Exception):  # said by the database lines already
                 store = await Store.connect(self.settings.database_dsn, timeout=self.timeout)
         try:
-            async for result in archive_check.results(self.settings, store.pool if store else None):
+            db = store.pool if store else None
+            async for result in archive_check.results(self.settings, db):
+                yield result
+            async for result in node_check.results(self.settings, db):
                 yield result
         finally:
             if store is not None:

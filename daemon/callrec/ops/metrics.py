@@ -141,6 +141,17 @@ RETENTION_LAST_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
+DISPOSALS_WAITING = Gauge(
+    "callrec_disposals_waiting_for_other_nodes",
+    "Destroyed recordings (row and key gone) whose file only another node can delete.",
+    registry=REGISTRY,
+)
+DISPOSALS_WAITING_OLDEST = Gauge(
+    "callrec_disposals_waiting_oldest_seconds",
+    "Age of the oldest of those; grows while their node is gone (a renamed or retired host).",
+    registry=REGISTRY,
+)
+
 # --- archive (docs/archive.md) ---------------------------------------------------------------
 ARCHIVE_BACKLOG = Gauge(
     "callrec_archive_backlog",

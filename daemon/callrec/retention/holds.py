@@ -19,8 +19,8 @@ from callrec.db.pool import DbPool
 from callrec.ops import metrics
 from callrec.ops.logs import redact
 from callrec.retention import files as spool
+from callrec.retention.audio import delete_audio
 from callrec.retention.queries import claim_erasure, clear_hold, finish_disposals, hold_state, set_hold
-from callrec.retention.sweep import delete_audio
 
 log = structlog.get_logger("callrec.retention")
 
@@ -100,11 +100,13 @@ async def erase(
                 "release it first if the hold no longer applies"
             )
         bound = log.bind(recording_id=str(recording_id), register=disposal.register_name, by=by)
-        if disposal.node != settings.node:
+        shared = store is not None and store.shared
+        if disposal.node != settings.node and not (disposal.archived and shared):
+            # Row and key are gone already; only that node can delete the file.
             bound.info("erasure queued for the node that holds the file", node=disposal.node)
             return 0
         root = settings.asterisk.recordings_dir
-        [outcome] = await delete_audio(root, store, [disposal], spool.keep_dirs_from())
+        [outcome] = await delete_audio(root, store, [disposal], spool.keep_dirs_from(), lambda d: True)
         if outcome not in (spool.DESTROYED, spool.MISSING):
             metrics.RETENTION_ERRORS.inc()
             bound.error("erasure: cannot delete the file; every pass retries", error=outcome)

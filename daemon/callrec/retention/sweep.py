@@ -26,17 +26,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
 
-from callrec.archive.store import ObjectStore, StoreError, object_name
+from callrec.archive.store import ObjectStore
 from callrec.config import Settings
 from callrec.db.pool import Db, DbConnection, DbPool
 from callrec.ops import metrics
+from callrec.ops.node import machine_id
 from callrec.retention import files as spool
+from callrec.retention.audio import WAITING, delete_audio
 from callrec.retention.queries import (
     Disposal,
     claim_expired,
@@ -45,10 +46,12 @@ from callrec.retention.queries import (
     due_summary,
     expire_holds,
     finish_disposals,
+    heartbeat,
     node_unlock,
     pending_disposals,
     try_node_lock,
     unreferenced,
+    waiting_for_other_nodes,
 )
 
 log = structlog.get_logger("callrec.retention")
@@ -87,6 +90,8 @@ class PassReport:
     """Rows destroyed whose file was already gone (counted in the tallies all the same)."""
     errors: int = 0
     holds_lifted: int = 0
+    waiting: int = 0
+    """Destroyed (row and key gone) whose file only another node can delete; queued for it."""
     skipped: bool = False
     """Another pass of this node held the lock; nothing was done."""
     seconds: float = 0.0
@@ -143,6 +148,7 @@ class Sweeper:
         self._settings = settings
         self._store = store
         """The archive's store: archived recordings are deleted from it (their key went first)."""
+        self._shared = store is not None and store.shared
         self._node = settings.node
         self._root = settings.asterisk.recordings_dir
         self._batch = settings.retention_batch
@@ -153,6 +159,11 @@ class Sweeper:
         for reason in ("retention", "erasure", "orphan"):
             metrics.RETENTION_DESTROYED.labels(reason=reason)
             metrics.RETENTION_DESTROYED_BYTES.labels(reason=reason)
+
+    def _reachable(self, d: Disposal) -> bool:
+        """Can this node delete the disposal's audio: its own files, and any archived object
+        in a store every node shares."""
+        return d.node == self._node or (d.archived and self._shared)
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -216,7 +227,7 @@ class Sweeper:
     async def _destroy(self, conn: DbConnection, report: PassReport) -> None:
         node, batch = self._node, self._batch
         while True:
-            lifted = await self._timed(report, expire_holds(conn, node, batch))
+            lifted = await self._timed(report, expire_holds(conn, batch))
             report.holds_lifted += lifted
             if lifted < batch:
                 break
@@ -227,20 +238,29 @@ class Sweeper:
 
         async def pending() -> list[Disposal] | None:
             nonlocal after
-            rows = await pending_disposals(conn, node, after, batch)
+            rows = await pending_disposals(conn, node, self._shared, after, batch)
             if rows:
                 after = rows[-1].recording_id
             return rows or None
 
         await self._dispose(conn, pending, report)
-        await self._dispose(conn, _until_empty(lambda: claim_expired(conn, node, batch)), report)
+        await self._dispose(conn, _until_empty(lambda: claim_expired(conn, batch)), report)
         for name, register in self._settings.registers.items():
             interval = register.retention.interval
-            shortened = functools.partial(
-                claim_shortened, conn, node, batch, name, interval, _slack(interval)
-            )
+            shortened = functools.partial(claim_shortened, conn, batch, name, interval, _slack(interval))
             await self._dispose(conn, _until_empty(shortened), report)
         await self._orphans(conn, report)
+        await heartbeat(conn, node, machine_id())
+        waiting = await waiting_for_other_nodes(conn, node, self._shared)
+        metrics.DISPOSALS_WAITING.set(waiting.count)
+        metrics.DISPOSALS_WAITING_OLDEST.set(waiting.oldest_seconds)
+        if waiting.count:
+            log.warning(
+                "destroyed recordings whose files only another node can delete",
+                count=waiting.count,
+                nodes=waiting.nodes,
+                oldest_hours=round(waiting.oldest_seconds / 3600, 1),
+            )
 
     async def _dispose(self, conn: Db, claim: Claim, report: PassReport) -> None:
         """Claim -> delete files -> finish, batch after batch. Up to ``_DELETERS`` batches are
@@ -257,7 +277,7 @@ class Sweeper:
                 batch = await self._timed(report, claim())
                 if batch:
                     deleting: asyncio.Future[list[str]] = asyncio.ensure_future(
-                        delete_audio(self._root, self._store, batch, keep_from, deleters)
+                        delete_audio(self._root, self._store, batch, keep_from, self._reachable, deleters)
                     )
                     in_flight.append((batch, deleting))
                 while in_flight and (batch is None or len(in_flight) >= _DELETERS or in_flight[0][1].done()):
@@ -278,7 +298,9 @@ class Sweeper:
         failed: list[tuple[Disposal, str]] = []
         missing = 0
         for disposal, outcome in zip(batch, outcomes, strict=True):
-            if outcome in (spool.DESTROYED, spool.MISSING):
+            if outcome == WAITING:
+                report.waiting += 1
+            elif outcome in (spool.DESTROYED, spool.MISSING):
                 gone.append(disposal.recording_id)
                 missing += outcome == spool.MISSING
             else:
@@ -324,9 +346,7 @@ class Sweeper:
 
     async def _summarise(self, conn: Db, report: PassReport) -> None:
         retentions = [(name, reg.retention.interval) for name, reg in self._settings.registers.items()]
-        for reason, register, count, size in await self._timed(
-            report, due_summary(conn, self._node, retentions)
-        ):
+        for reason, register, count, size in await self._timed(report, due_summary(conn, retentions)):
             report.record(reason, register, count, size)
 
     @staticmethod
@@ -338,36 +358,6 @@ class Sweeper:
         finally:
             elapsed = time.monotonic() - t0
             report.longest_transaction_seconds = max(report.longest_transaction_seconds, elapsed)
-
-
-async def delete_audio(
-    root: Path,
-    store: ObjectStore | None,
-    batch: Sequence[Disposal],
-    keep_from: date,
-    deleters: ThreadPoolExecutor | None = None,
-) -> list[str]:
-    """Per disposal: destroyed, missing, or why not. An archived recording's WAV is normally
-    gone already (a crash can leave it, so it is deleted too); what counts for it is the
-    object, whose data key went with the row (docs/archive.md#destruction)."""
-    loop = asyncio.get_running_loop()
-    outcomes = await loop.run_in_executor(deleters, spool.delete_files, root, batch, keep_from)
-    archived = [i for i, d in enumerate(batch) if d.archived]
-    if not archived:
-        return outcomes
-    if store is None:
-        for i in archived:
-            outcomes[i] = "archived, but no archive store is configured"
-        return outcomes
-    names = [object_name(batch[i].recording_id) for i in archived]
-    try:
-        gone = await store.delete_many(names)
-        error = "the store did not delete it"
-    except StoreError as exc:
-        gone, error = [False] * len(names), str(exc)[:200]
-    for i, ok in zip(archived, gone, strict=True):
-        outcomes[i] = spool.DESTROYED if ok else error
-    return outcomes
 
 
 def _until_empty(fetch: Callable[[], Awaitable[list[Disposal]]]) -> Claim:
