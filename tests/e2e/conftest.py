@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import asyncpg
 import psycopg
@@ -84,11 +84,17 @@ def write_config(
     drain_timeout: float = 30,
     state_dir: Path | None = None,
     extra: str = "",
+    storage: str | None = None,
+    node: str = "e2e",
+    key_file: Path | None = None,
 ) -> None:
     """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``). The archive is
-    encrypted, its key and store beside the state: runs that share a state share both."""
+    encrypted, its key and store beside the state: runs that share a state share both.
+    ``storage`` replaces the ``[storage]`` table (e.g. SeaweedFS's, tests/harness/seaweed.py)."""
     state_dir = state_dir or path.parent / "state"
-    key_file = archive_key(state_dir)
+    key_file = key_file or archive_key(state_dir)
+    storage = storage or f'[storage]\npath = "{state_dir.parent / "archive"}"\n'
+
     path.write_text(f"""
 [asterisk]
 ari_url = "{asterisk.ari_url}"
@@ -110,10 +116,10 @@ listen = "127.0.0.1:{free_port()}"
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
+node = "{node}"
 [archive]
 key_file = "{key_file}"
-[storage]
-path = "{state_dir.parent / "archive"}"
+{storage}
 [registers.customer-service]
 direction = "inbound"
 retention = "6 months"
@@ -135,6 +141,7 @@ def start_daemon(
     state_dir: Path | None = None,
     extra_config: str = "",
     quiet: bool = True,
+    **config: Any,
 ) -> Daemon:
     """Run ``callrec run`` as a process with its config and log in ``tmp_path``.
 
@@ -146,7 +153,14 @@ def start_daemon(
     cfg = tmp_path / "callrec.toml"
     port = free_port()
     write_config(
-        cfg, asterisk, dsn, port, drain_timeout=drain_timeout, state_dir=state_dir, extra=extra_config
+        cfg,
+        asterisk,
+        dsn,
+        port,
+        drain_timeout=drain_timeout,
+        state_dir=state_dir,
+        extra=extra_config,
+        **config,
     )
     log_path = tmp_path / "daemon.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
@@ -204,11 +218,14 @@ def archived_audio(dsn: str, settings: Settings, recording_id: object) -> bytes:
             record = await pool.fetchrow(recordings.SELECT + " WHERE r.id = $1", recording_id)
             assert record is not None
             rec = recordings.from_record(record)
-            sound = await reading.open_audio(
-                pool, rec, reading.open_archive(settings), settings.asterisk.recordings_dir
-            )
-            with sound:
-                return b"".join([b async for b in sound.read(0, sound.size - 1)])
+            archive = reading.open_archive(settings)
+            assert archive is not None
+            try:
+                sound = await reading.open_audio(pool, rec, archive, settings.asterisk.recordings_dir)
+                with sound:
+                    return b"".join([b async for b in sound.read(0, sound.size - 1)])
+            finally:
+                await archive.store.close()
         finally:
             await pool.close()
 

@@ -65,7 +65,7 @@ def decoded_pcm(data: bytes, rate: int = 8000) -> array.array[int]:
     """Archived audio (Ogg/Opus, FLAC, WAV) decoded to 16-bit mono samples at ``rate``."""
     out: array.array[int] = array.array("h")
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-    with av.open(io.BytesIO(data)) as c:
+    with av.open(io.BytesIO(data), mode="r") as c:
         for frame in c.decode(audio=0):
             for converted in resampler.resample(frame):
                 out.frombytes(bytes(converted.planes[0])[: converted.samples * 2])

@@ -89,5 +89,11 @@ class Driver:
             variables={"__RING": str(ring), "__TALK": str(talk)},
         )
 
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.sock.close()

