@@ -18,7 +18,9 @@ import asyncpg
 import pytest
 
 from callrec.access import people
-from tests.integration.access_world import PEOPLE, REACH, T0, World, restored_logging, world
+from tests.integration.access_world import PEOPLE, REACH, T0, World, as_owner, restored_logging, world
+
+REFUSE_ALL_AUDIT_ROWS = "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
 
 
 @pytest.fixture
@@ -180,12 +182,18 @@ async def test_every_request_writes_exactly_one_audit_row(w: World) -> None:
     assert "358401234567" not in " ".join(r["detail"] for r in rows)
 
 
-async def test_audit_log_is_append_only_for_every_role(w: World) -> None:
+async def test_audit_log_is_append_only_for_every_role(w: World, owner_dsn: str) -> None:
     async with w.client.get("/api/whoami", headers=w.auth("bob")) as r:
         assert r.status == 200
-    for sql in ("UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await w.pool.execute(sql)  # as the superuser who owns the table
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        for sql in ("UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await w.pool.execute(sql)  # the runtime role has no such right
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await owner.execute(sql)  # the owner has it; the trigger refuses
+    finally:
+        await owner.close()
     assert len(await w.audit_rows()) == 1
 
 
@@ -200,7 +208,9 @@ async def test_audit_read_filters_by_recording_and_user(w: World) -> None:
 
 
 async def test_a_failed_audit_write_refuses_the_access(w: World) -> None:
-    await w.pool.execute("ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    await as_owner(
+        w.settings.database_dsn, "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
     async with w.client.get(f"/api/recordings/{w.recs['alice']}/audio", headers=w.auth("alice")) as r:
         assert r.status == 503
         assert (await r.json())["error"] == "audit_unavailable"
@@ -750,7 +760,9 @@ async def test_openapi_describes_every_status_the_main_routes_answer(w: World) -
 
     for probe in probes:
         await ask(*probe)
-    await w.pool.execute("ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    await as_owner(
+        w.settings.database_dsn, "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
     for probe in outage:
         await ask(*probe)
     assert gaps == {g for g in KNOWN_GAPS if not g.startswith("GET /api/recordings 200")}

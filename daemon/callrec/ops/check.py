@@ -34,8 +34,8 @@ from callrec.asterisk.ari_events import (
     VAR_SERVICE_NUMBER,
 )
 from callrec.config import Settings
-from callrec.db import migrations
-from callrec.db.pool import Store, StoreUnavailable
+from callrec.db import grants, migrations
+from callrec.db.pool import Db, Store, StoreUnavailable
 from callrec.ops import check_dirs
 from callrec.ops.check_result import Result, error_text
 
@@ -269,6 +269,7 @@ class Checker:
                 )
             else:
                 yield Result("ok", "database schema", "every migration applied")
+            yield await database_roles(self.settings, store.pool)
         finally:
             await store.close()
 
@@ -279,6 +280,26 @@ class Checker:
 
     async def check_dir_for_daemon(self, name: str) -> Result:
         return await check_dirs.check_dir_for_daemon(self.settings, name)
+
+
+async def database_roles(settings: Settings, db: Db) -> Result:
+    """The runtime role must not own the evidence logs (docs/privacy.md#two-database-roles)."""
+    name = "database roles"
+    try:
+        owned = await grants.logs_owned_by_current_role(db)
+    except Exception as exc:
+        return Result("FAIL", name, f"cannot read the tables' owners: {error_text(exc)}")
+    if owned:
+        return Result(
+            "FAIL",
+            name,
+            f"the role of [database] dsn owns {', '.join(owned)} and could alter the evidence: "
+            "give the schema to an owner role (docs/operations.md#database-roles), set "
+            "[database] owner_dsn, and run callrec migrate",
+        )
+    if settings.database_owner_dsn is None:
+        return Result("warn", name, "[database] owner_dsn unset: callrec migrate runs as the runtime role")
+    return Result("ok", name, "the runtime role owns none of the logs")
 
 
 def _channelvars_in_getconfig(answer: Mapping[str, str]) -> Iterable[str]:
