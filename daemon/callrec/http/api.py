@@ -87,6 +87,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise BadParam("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadParam("the body must be a JSON object")
+    serving.refuse_control(body, "body")
     return body
 
 
@@ -176,16 +177,20 @@ async def _hold(request: web.Request) -> web.StreamResponse:
     reason = _reason(body, required=True)
     assert reason is not None
     until = time_param(body.get("until"), "until")
-    await retention.hold(db, rid, reason=reason, by=serving.principal(request).name, until=until)
     request[serving.ENTRY].detail.update({"reason": reason, "until": until})
+    by = serving.principal(request).name
+    await retention.hold(
+        db, rid, reason=reason, by=by, until=until, audit=serving.audit_in_transaction(request)
+    )
     return await _after(request, rid)
 
 
 async def _release(request: web.Request) -> web.StreamResponse:
     db, rid, body = await _retention_action(request, Action.RELEASE)
     reason = _reason(body, required=False)
-    await retention.release(db, rid, by=serving.principal(request).name)
     request[serving.ENTRY].detail.update({"reason": reason})
+    by = serving.principal(request).name
+    await retention.release(db, rid, by=by, audit=serving.audit_in_transaction(request))
     return await _after(request, rid)
 
 
@@ -193,10 +198,9 @@ async def _erase(request: web.Request) -> web.StreamResponse:
     db, rid, body = await _retention_action(request, Action.ERASE)
     reason = _reason(body, required=True)
     assert reason is not None
-    destroyed = await retention.erase(
-        db, serving.settings(request), rid, reason=reason, by=serving.principal(request).name
-    )
-    request[serving.ENTRY].detail.update({"reason": reason, "bytes_destroyed": destroyed})
+    request[serving.ENTRY].detail.update({"reason": reason})
+    by, write = serving.principal(request).name, serving.audit_in_transaction(request)
+    destroyed = await retention.erase(db, serving.settings(request), rid, reason=reason, by=by, audit=write)
     return json_response({"id": rid, "erased": True, "bytes_destroyed": destroyed})
 
 

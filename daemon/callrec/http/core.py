@@ -63,6 +63,12 @@ class Exported:
     """The disclosure record (docs/privacy.md#disclosure)."""
 
 
+async def _read(read: ReadFields) -> Fields:
+    fields = await read()
+    serving.refuse_control(fields, "form")
+    return fields
+
+
 def search_filters(query: Fields) -> access.Filters:
     return access.Filters(
         since=time_param(query.get("from"), "from"),
@@ -89,7 +95,7 @@ async def view(db: Db, who: Principal, recording_id: uuid.UUID) -> Recording:
 async def dsar_search(db: Db, who: Principal, key: bytes | None, read: ReadFields) -> DsarFound:
     """``read`` gives number, at, window_minutes; ``key``: the HMAC key, if configured."""
     g = await access.grant(db, who, Action.DSAR_SEARCH)
-    fields = await read()
+    fields = await _read(read)
     number = fields.get("number")
     if not isinstance(number, str):
         raise BadParam("number: the full phone number as a string")
@@ -112,7 +118,7 @@ async def export(db: Db, who: Principal, recordings_dir: Path, read: ReadFields)
     """``read`` gives recording_ids, recipient, legal_basis, case_reference. The caller must
     send the bundle with ``send_export``, which closes it."""
     g = await access.grant(db, who, Action.EXPORT)
-    fields = await read()
+    fields = await _read(read)
     ids = exports.parse_ids(fields.get("recording_ids"))
     disclosure = exports.Disclosure.parse(
         fields.get("recipient"), fields.get("legal_basis"), fields.get("case_reference")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,7 +27,7 @@ from callrec.access import audit, people
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.config import Settings
-from callrec.db.pool import DbPool
+from callrec.db.pool import Db, DbPool
 from callrec.http import audio
 from callrec.ops import metrics
 
@@ -76,11 +77,32 @@ ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 ENTRY = web.RequestKey("audit_entry", audit.Entry)
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
 WRITTEN = web.RequestKey("audit_written", bool)
+STARTED = web.RequestKey("body_started", bool)
 _UNKNOWN = RouteInfo("unknown")
 
 
 class BadParam(ValueError):
     """A query, form or body field is unusable; the message names it."""
+
+
+# C0, DEL and C1: a NUL cannot be stored in PostgreSQL text at all, and the others only hide
+# what a field says. Refused in every text field before anything changes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def refuse_control(value: Any, name: str) -> None:
+    """Raise ``BadParam`` if any text in ``value`` (a string, or a JSON document's keys and
+    values) holds a control character."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise BadParam(f"{name}: control characters are not allowed")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            refuse_control(key, name)
+            refuse_control(item, str(key) if isinstance(key, str) and not _CONTROL.search(key) else name)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            refuse_control(item, name)
 
 
 def time_param(value: Any, name: str) -> datetime | None:
@@ -238,16 +260,19 @@ async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
     info = request.app[ROUTES].get(request.match_info.route, _UNKNOWN)
     entry = audit.Entry(info.action, client=client_address(request))
-    request[ENTRY], request[WRITTEN], request[PRINCIPAL] = entry, False, None
+    request[ENTRY], request[WRITTEN], request[PRINCIPAL], request[STARTED] = entry, False, None, False
     # Noted before any check, so a refused attempt on a recording names it too.
     with contextlib.suppress(ValueError):
         entry.recording_id = uuid.UUID(request.match_info.get("id", ""))
     outcome: audit.Outcome | None = None
     try:
         await _authenticate(request, info)
+        for key, value in request.query.items():
+            refuse_control(key, "query")
+            refuse_control(value, key)
         response = await handler(request)
     except Exception as exc:  # every refusal still gets its audit row
-        if request[WRITTEN]:
+        if request[STARTED]:
             raise  # the row is written and the body under way: nothing left to tell this client
         err = _refusal(request, exc)
         outcome = err.outcome
@@ -276,6 +301,29 @@ async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+def audit_in_transaction(
+    request: web.Request, status: int = 200
+) -> Callable[[Db, Mapping[str, Any]], Awaitable[None]]:
+    """The audit row of a state change, written on the change's connection inside its
+    transaction (``retention.holds.Audit``): the change and its row commit together or not at
+    all. A row that cannot be written undoes the change and answers 503."""
+
+    async def write(conn: Db, detail: Mapping[str, Any]) -> None:
+        entry = request[ENTRY]
+        entry.status, entry.outcome = status, audit.outcome_for(status)
+        entry.detail.update(detail)
+        try:
+            await audit.write(conn, entry)
+        except Exception as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            log.error("audit row not written: change undone", error=type(exc).__name__, action=entry.action)
+            raise ApiError(503, "audit_unavailable", "try again shortly") from exc
+        # Committed with the change, unless the commit itself fails; then nothing changed.
+        request[WRITTEN] = True
+
+    return write
+
+
 async def commit(request: web.Request, status: int, **detail: Any) -> None:
     """Write the audit row now, before a streamed body; refuse the access if it fails."""
     entry = request[ENTRY]
@@ -293,6 +341,7 @@ async def stream(
 ) -> web.StreamResponse:
     """Send ``length`` bytes of an open file; the audit row must be committed already."""
     assert request[WRITTEN]
+    request[STARTED] = True
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     await resp.prepare(request)
