@@ -202,14 +202,17 @@ async def add_recording(
 
 
 @asynccontextmanager
-async def world(db_dsn: str, tmp_path: Path, *, key: bytes | None = None) -> AsyncIterator[World]:
+async def world(
+    db_dsn: str, tmp_path: Path, *, key: bytes | None = None, **overrides: Any
+) -> AsyncIterator[World]:
+    """``overrides``: Settings fields to change (a limit, trusted proxies)."""
     recordings_dir = tmp_path / "recordings"
     recordings_dir.mkdir()
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=4)
     try:
         for name, (role, sup, agent_id) in PEOPLE.items():
             await people.add_user(pool, name, role, supervisor=sup, agent_id=agent_id)
-        s = settings(recordings_dir, db_dsn, key)
+        s = replace(settings(recordings_dir, db_dsn, key), **overrides)
         server = TestServer(build_api(pool, s))
         client = TestClient(server)
         await client.start_server()

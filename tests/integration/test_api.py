@@ -55,7 +55,11 @@ async def test_matrix_of_people_and_recordings(w: World) -> None:
 
 
 DPO_ONLY = [
-    ("POST", "/api/dsar/search", {"number": "+358401234567", "at": T0.isoformat()}),
+    (
+        "POST",
+        "/api/dsar/search",
+        {"number": "+358401234567", "at": T0.isoformat(), "case_reference": "DSAR-1"},
+    ),
     ("POST", "/api/exports", {"recording_ids": [], "recipient": "x", "legal_basis": "x"}),
     ("POST", "/api/recordings/{id}/hold", {"reason": "x"}),
     ("POST", "/api/recordings/{id}/release", {}),
@@ -136,6 +140,7 @@ async def test_tokens_unknown_revoked_disabled_and_missing(w: World) -> None:
 
 async def test_every_request_writes_exactly_one_audit_row(w: World) -> None:
     alice, dave = w.recs["alice"], w.recs["dave"]
+    dsar = {"number": "+358401234567", "at": "2026-03-02T09:00Z", "case_reference": "D-1"}
     requests = [
         ("GET", f"/api/recordings/{alice}", "alice", None, {}, 200, "view", "ok"),
         ("GET", f"/api/recordings/{alice}/audio", "alice", None, {"Range": "bytes=0-9"}, 206, "play", "ok"),
@@ -151,7 +156,7 @@ async def test_every_request_writes_exactly_one_audit_row(w: World) -> None:
         ("GET", "/api/recordings", "sam", None, {}, 200, "search", "ok"),
         ("POST", "/api/dsar/search", "alice", {"number": "+358401234567", "at": "2026-03-02T09:00Z"}, {}, 403,
          "dsar_search", "denied"),
-        ("POST", "/api/dsar/search", "dana", {"number": "+358401234567", "at": "2026-03-02T09:00Z"}, {}, 200,
+        ("POST", "/api/dsar/search", "dana", dsar, {}, 200,
          "dsar_search", "ok"),
         ("GET", "/api/audit", "dana", None, {}, 200, "audit_read", "ok"),
         ("GET", "/api/nothing-here", "alice", None, {}, 404, "unknown", "not_found"),
@@ -305,7 +310,12 @@ async def test_tokens_and_full_numbers_are_never_logged(w: World) -> None:
         for method, path, kwargs in steps:
             async with w.client.request(method, path, **kwargs) as r:
                 assert r.status in (200, 303, 401)
-        body = {"number": "+358 40 123 4567", "at": "2026-03-02T09:00Z", "window_minutes": 10}
+        body = {
+            "number": "+358 40 123 4567",
+            "at": "2026-03-02T09:00Z",
+            "window_minutes": 10,
+            "case_reference": "D",
+        }
         async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
             assert r.status == 200
         async with w.client.post("/api/dsar/search", json=body | {"at": "bad"}, headers=w.auth("dana")) as r:
@@ -340,6 +350,7 @@ async def _dsar_world(w: World, key: bytes | None) -> dict[str, uuid.UUID]:
 
 
 async def _dsar(w: World, **body: object) -> dict[str, object]:
+    body.setdefault("case_reference", "DSAR-2026-7")
     async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
         assert r.status == 200, await r.text()
         return dict(await r.json())
@@ -499,7 +510,7 @@ async def test_hold_refuses_a_past_until(w: World) -> None:
 
 
 async def test_cookie_authenticated_state_change_must_be_same_origin(w: World) -> None:
-    body = {"number": "+358401234567", "at": "2026-03-02T09:00Z"}
+    body = {"number": "+358401234567", "at": "2026-03-02T09:00Z", "case_reference": "D-3"}
     cookie = {"callrec_token": w.tokens["dana"]}
     async with w.client.post("/api/dsar/search", json=body, cookies=cookie) as r:
         assert r.status == 403 and (await r.json())["error"] == "cross_site"
@@ -672,7 +683,7 @@ async def test_openapi_describes_every_status_the_main_routes_answer(w: World) -
     (w.settings.asterisk.recordings_dir / f"{T0 + timedelta(hours=6):%Y/%m/%d}/{ghost}.wav").unlink()
     unknown = uuid.uuid4()
     audio, rec = "/api/recordings/{id}/audio", "/api/recordings/{id}"
-    dsar = {"number": "+358401234567", "at": T0.isoformat()}
+    dsar = {"number": "+358401234567", "at": T0.isoformat(), "case_reference": "DSAR-1"}
     export = {"recipient": "police", "legal_basis": "x", "case_reference": "c-1"}
     # (method, described path, id or None, who, body, headers, status it must get)
     probes: list[tuple[str, str, uuid.UUID | None, str | None, Any, dict[str, str], int]] = [

@@ -3,12 +3,14 @@ PostgreSQL with the two database roles (docs/privacy.md, docs/api.md)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.access_world import World, as_owner, world
+from callrec.privacy import number_hmac
+from tests.integration.access_world import KEY, T0, World, as_owner, world
 
 REFUSE_ALL_AUDIT_ROWS = "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
 
@@ -61,3 +63,49 @@ async def test_a_change_whose_audit_row_fails_is_undone(w: World, action: str) -
     assert await w.pool.fetchrow("SELECT * FROM recordings WHERE id = $1", rid) == before
     assert await w.pool.fetchval("SELECT count(*) FROM disposal_pending") == 0
     assert (w.settings.asterisk.recordings_dir / before["file_path"]).exists()
+
+
+# --- item 1: data-subject search is rationed, needs a case, and leaves the number's HMAC ---------
+
+FULL = "+358401234567"
+
+
+def dsar_body(**extra: object) -> dict[str, object]:
+    return {
+        "number": FULL,
+        "at": T0.isoformat(),
+        "window_minutes": 0,
+        "case_reference": "DSAR-2026-7",
+    } | extra
+
+
+async def test_dsar_searches_are_limited_per_person(db_dsn: str, tmp_path: Path) -> None:
+    async with world(db_dsn, tmp_path, key=KEY, dsar_searches_per_hour=3) as w:
+        for ending in range(3):
+            body = dsar_body(number=FULL[:-3] + f"{ending:03}")
+            async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
+                assert r.status == 200
+        async with w.client.post("/api/dsar/search", json=dsar_body(), headers=w.auth("dana")) as r:
+            assert r.status == 429
+            assert 1 <= int(r.headers["Retry-After"]) <= 3600
+            assert (await r.json())["error"] == "too_many_requests"
+        # A refused search is audited, without what it would have found.
+        last = (await w.audit_rows())[-1]
+        assert (last["action"], last["status"]) == ("dsar_search", 429)
+        assert "recording_ids" not in json.loads(last["detail"])
+
+
+async def test_dsar_needs_a_case_reference_and_audits_the_numbers_hmac(db_dsn: str, tmp_path: Path) -> None:
+    async with world(db_dsn, tmp_path, key=KEY) as w:
+        for bad in ({"case_reference": None}, {"case_reference": " "}, {"case_reference": 7}):
+            body = dsar_body() | bad
+            async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
+                assert r.status == 400 and "case_reference" in (await r.json())["message"]
+        body = dsar_body(number="+358 40 123 4567", case_reference="ticket 040-123-4567")
+        async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
+            assert r.status == 200
+        detail = json.loads((await w.audit_rows())[-1]["detail"])
+        assert detail["number_hmac"] == number_hmac(FULL, KEY)
+        assert detail["number_masked"] == "+358401234***"
+        assert detail["case_reference"] == "ticket 0401234***"
+        assert "4567" not in json.dumps(detail)

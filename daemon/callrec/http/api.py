@@ -66,6 +66,8 @@ def _refusal(exc: Exception) -> ApiError | None:
         return ApiError(404, "not_found", "no such recording")
     if isinstance(exc, retention.RecordingOnHold):
         return ApiError(409, "legal_hold", "the recording is on legal hold; release it first")
+    if isinstance(exc, dsar.TooMany):
+        return ApiError(429, "too_many_requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, exports.IntegrityError):
         return ApiError(409, "integrity", str(exc), outcome="error")
     if isinstance(exc, BadParam | dsar.BadRequest | exports.BadExport):
@@ -213,7 +215,9 @@ async def _after(request: web.Request, rid: uuid.UUID) -> web.StreamResponse:
 async def _dsar(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     key = serving.settings(request).number_hmac_key
-    found = await core.dsar_search(serving.pool(request), who, key, functools.partial(_body, request))
+    per_hour = serving.settings(request).dsar_searches_per_hour
+    read = functools.partial(_body, request)
+    found = await core.dsar_search(serving.pool(request), who, key, read, per_hour=per_hour)
     request[serving.ENTRY].detail.update(found.audit)
     return json_response(
         {

@@ -28,6 +28,8 @@ from callrec.access.policy import Action
 from callrec.db.pool import Db
 from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, int_param, time_param
+from callrec.ops.logs import redact
+from callrec.privacy import number_hmac
 from callrec.recording.facts import Recording
 
 MAX_PAGE = 1000
@@ -92,25 +94,39 @@ async def view(db: Db, who: Principal, recording_id: uuid.UUID) -> Recording:
     return await access.get(db, await access.grant(db, who, Action.VIEW), recording_id)
 
 
-async def dsar_search(db: Db, who: Principal, key: bytes | None, read: ReadFields) -> DsarFound:
-    """``read`` gives number, at, window_minutes; ``key``: the HMAC key, if configured."""
+async def dsar_search(
+    db: Db, who: Principal, key: bytes | None, read: ReadFields, *, per_hour: int = 30
+) -> DsarFound:
+    """``read`` gives number, at, window_minutes, case_reference; ``key``: the HMAC key, if
+    configured; ``per_hour``: ``[privacy] dsar_searches_per_hour``."""
     g = await access.grant(db, who, Action.DSAR_SEARCH)
     fields = await _read(read)
     number = fields.get("number")
     if not isinstance(number, str):
         raise BadParam("number: the full phone number as a string")
+    case = fields.get("case_reference")
+    if not isinstance(case, str) or not case.strip() or len(case) > 200:
+        raise BadParam(
+            "case_reference: required, the request's case or ticket number (at most 200 characters)"
+        )
     at = time_param(fields.get("at"), "at")
     if at is None:
         raise BadParam("at: the approximate time of the call (ISO 8601)")
     window = int_param(fields.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
+    await dsar.check_quota(db, who.user_id, per_hour)
     result = await dsar.search(db, g, number, at, window, key)
     detail = {
         "number_masked": result.masked,
+        "case_reference": redact(case.strip()),
         "at": at.isoformat(),
         "window_minutes": window,
         "exact_matching": result.exact_matching,
         "recording_ids": [str(c.recording.id) for c in result.candidates],
     }
+    # The number tried, reviewable with the key without storing it (docs/privacy.md).
+    hashed = number_hmac(number, key)
+    if hashed is not None:
+        detail["number_hmac"] = hashed
     return DsarFound(at, window, result, detail)
 
 

@@ -162,16 +162,23 @@ _DSAR_TITLE = "Data-subject request"
 async def _dsar_form(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     await access.grant(serving.pool(request), who, Action.DSAR_SEARCH)
-    return page("dsar.html", _DSAR_TITLE, who, at=None, window_minutes=30, result=None)
+    return page("dsar.html", _DSAR_TITLE, who, at=None, window_minutes=30, result=None, case_reference="")
 
 
 async def _dsar(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     key = serving.settings(request).number_hmac_key
-    found = await core.dsar_search(serving.pool(request), who, key, request.post)
+    per_hour = serving.settings(request).dsar_searches_per_hour
+    found = await core.dsar_search(serving.pool(request), who, key, request.post, per_hour=per_hour)
     request[serving.ENTRY].detail.update(found.audit)
     return page(
-        "dsar.html", _DSAR_TITLE, who, at=found.at, window_minutes=found.window_minutes, result=found.result
+        "dsar.html",
+        _DSAR_TITLE,
+        who,
+        at=found.at,
+        window_minutes=found.window_minutes,
+        result=found.result,
+        case_reference=found.audit["case_reference"],
     )
 
 
