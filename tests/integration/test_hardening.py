@@ -3,6 +3,7 @@ PostgreSQL with the two database roles (docs/privacy.md, docs/api.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,3 +110,66 @@ async def test_dsar_needs_a_case_reference_and_audits_the_numbers_hmac(db_dsn: s
         assert detail["number_masked"] == "+358401234***"
         assert detail["case_reference"] == "ticket 0401234***"
         assert "4567" not in json.dumps(detail)
+
+
+# --- item 7: malformed values answer 4xx with a message of our own -------------------------------
+
+MALFORMED = [
+    ("POST", "/api/dsar/search", {"at": "9999-12-31T23:59:59-14:00"}, None, "at"),
+    ("POST", "/api/dsar/search", {"at": "0001-01-01T00:00:00+14:00"}, None, "at"),
+    ("POST", "/api/dsar/search", {"at": "9999-12-31T23:00:00"}, None, "at"),
+    ("GET", "/api/recordings?from=9999-12-31T23:59:59-14:00", None, None, "from"),
+    ("GET", "/api/recordings?to=0001-01-01T00:00:00%2B14:00", None, None, "to"),
+    ("GET", "/api/audit?from=9999-12-31T23:59:59-14:00", None, None, "from"),
+    (
+        "POST",
+        "/api/recordings/{id}/hold",
+        {"reason": "x", "until": "9999-12-31T23:59:59-14:00"},
+        None,
+        "until",
+    ),
+    ("GET", "/api/recordings?register=%00", None, None, "register"),
+    ("GET", "/api/recordings?limit=" + "9" * 5000, None, None, "limit"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "named"), MALFORMED)
+async def test_malformed_values_answer_400_in_our_words(
+    w: World, method: str, path: str, body: dict[str, object] | None, headers: None, named: str
+) -> None:
+    if body is not None and path.startswith("/api/dsar"):
+        body = dsar_body() | body
+    url = path.format(id=w.recs["alice"])
+    async with w.client.request(method, url, json=body, headers=w.auth("dana")) as r:
+        answer = await r.json()
+        assert r.status == 400, answer
+        assert answer["message"].startswith(f"{named}: "), answer
+        assert "Exceeds" not in answer["message"] and "codec" not in answer["message"]
+
+
+async def test_a_range_of_thousands_of_digits_is_416(w: World) -> None:
+    url = f"/api/recordings/{w.recs['alice']}/audio"
+    for rng in ("bytes=" + "1" * 5000 + "-", "bytes=-" + "9" * 5000, "bytes=0-" + "9" * 5000):
+        async with w.client.get(url, headers=w.auth("alice") | {"Range": rng}) as r:
+            assert r.status == 416 and (await r.json())["error"] == "range"
+
+
+async def raw_request(w: World, head: bytes) -> tuple[int, bytes]:
+    """Send request bytes exactly as given (no client library re-encodes them)."""
+    assert w.client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", w.client.server.port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+async def test_a_token_of_invalid_utf8_is_just_unknown(w: World) -> None:
+    for token in (b"callrec_\xff\xfe", b"\xc3\x28", b"callrec_" + bytes(range(128, 160))):
+        status, answer = await raw_request(
+            w, b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\r\n"
+        )
+        assert status == 401 and b"invalid_token" in answer, answer

@@ -111,7 +111,10 @@ def time_param(value: Any, name: str) -> datetime | None:
     try:
         return audit.parse_time(str(value))
     except ValueError:
-        raise BadParam(f"{name}: expected an ISO 8601 time such as 2026-03-01T14:30+02:00") from None
+        raise BadParam(
+            f"{name}: expected an ISO 8601 time between the years {audit.EARLIEST} and {audit.LATEST},"
+            " such as 2026-03-01T14:30+02:00"
+        ) from None
 
 
 def int_param(value: Any, name: str, default: int, low: int, high: int) -> int:
