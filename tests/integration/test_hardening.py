@@ -173,3 +173,38 @@ async def test_a_token_of_invalid_utf8_is_just_unknown(w: World) -> None:
             w, b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\r\n"
         )
         assert status == 401 and b"invalid_token" in answer, answer
+
+
+# --- item 6: a full number in free text is stored masked, whatever its separators ----------------
+
+TYPED = ["040\u2013123\u20134567", "040/123/4567", "+358_40_123_4567", "040.123.4567"]
+
+
+async def test_numbers_in_free_text_are_stored_masked(w: World) -> None:
+    dana, rid = w.auth("dana"), w.recs["alice"]
+    for typed in TYPED:
+        url = f"/api/recordings/{rid}/hold"
+        async with w.client.post(url, json={"reason": f"asked by {typed}"}, headers=dana) as r:
+            assert r.status == 200
+        async with w.client.post(f"/api/recordings/{rid}/release", json={"reason": typed}, headers=dana) as r:
+            assert r.status == 200
+        body = {"recording_ids": [str(rid)], "recipient": f"police {typed}", "legal_basis": typed}
+        case = typed.lstrip("+") if typed.isascii() else "K-1"  # "+" and the en dash: not in a case reference
+        async with w.client.post("/api/exports", json=body | {"case_reference": case}, headers=dana) as r:
+            assert r.status == 200, await r.text()
+            await r.read()
+        for query in (f"agent={typed}", f"register={typed}"):
+            async with w.client.get("/api/recordings", params=query, headers=w.auth("sam")) as r:
+                assert r.status == 200
+        async with w.client.get("/api/audit", params=f"user={typed}", headers=dana) as r:
+            assert r.status == 200
+    async with w.client.post(f"/api/recordings/{rid}/hold", json={"reason": TYPED[0]}, headers=dana) as r:
+        assert r.status == 200
+    stored = [
+        *(r["detail"] for r in await w.audit_rows()),
+        *(r["reason"] or "" for r in await w.pool.fetch("SELECT reason FROM legal_hold_log")),
+        await w.pool.fetchval("SELECT hold_reason FROM recordings WHERE id = $1", rid),
+    ]
+    leaked = [s for s in stored if "4567" in s]
+    assert leaked == []
+    assert any("0401234***" in s for s in stored)

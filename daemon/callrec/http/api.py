@@ -25,7 +25,7 @@ from callrec.http import audio, core, openapi
 from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
-from callrec.ops.logs import redact
+from callrec.privacy import redact
 from callrec.retention import holds as retention
 
 # Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
@@ -258,7 +258,9 @@ async def _audit(request: web.Request) -> web.StreamResponse:
         recording_id=rid,
         limit=limit,
     )
-    asked = {"from": since, "to": until, "user": user, "action": action, "recording_id": rid}
+    # Times as they are; the texts typed by a person masked (a number given as user=).
+    user_text, action_text = (redact(v) if v else None for v in (user, action))
+    asked = {"from": since, "to": until, "user": user_text, "action": action_text, "recording_id": rid}
     request[serving.ENTRY].detail.update(
         {k: str(v) for k, v in asked.items() if v is not None} | {"count": len(rows)}
     )

@@ -28,8 +28,7 @@ from callrec.access.policy import Action
 from callrec.db.pool import Db
 from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, int_param, time_param
-from callrec.ops.logs import redact
-from callrec.privacy import number_hmac
+from callrec.privacy import number_hmac, redact
 from callrec.recording.facts import Recording
 
 MAX_PAGE = 1000

@@ -19,7 +19,7 @@ import structlog
 from callrec.config import Settings
 from callrec.db.pool import DbConnection, DbPool
 from callrec.ops import metrics
-from callrec.ops.logs import redact
+from callrec.privacy import redact
 from callrec.retention import files as spool
 from callrec.retention.queries import claim_erasure, clear_hold, finish_disposals, hold_state, set_hold
 
