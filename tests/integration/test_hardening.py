@@ -208,3 +208,23 @@ async def test_numbers_in_free_text_are_stored_masked(w: World) -> None:
     leaked = [s for s in stored if "4567" in s]
     assert leaked == []
     assert any("0401234***" in s for s in stored)
+
+
+# --- item 5: audio is opened beneath recordings_dir, never through a link -----------------------
+
+
+async def test_audio_through_a_planted_link_is_not_served(w: World, tmp_path: Path) -> None:
+    rid = w.recs["alice"]
+    rel = await w.pool.fetchval("SELECT file_path FROM recordings WHERE id = $1", rid)
+    day = (w.settings.asterisk.recordings_dir / rel).parent
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / Path(rel).name).write_bytes(b"SECRET")
+    day.rename(day.with_name("kept"))
+    day.symlink_to(outside)  # the same name, now leading out of recordings_dir
+    for url in (f"/api/recordings/{rid}/audio", f"/api/recordings/{rid}/audio?download=1"):
+        async with w.client.get(url, headers=w.auth("alice")) as r:
+            assert r.status == 404 and (await r.json())["error"] == "audio_missing"
+    body = {"recording_ids": [str(rid)], "recipient": "x", "legal_basis": "y", "case_reference": "z"}
+    async with w.client.post("/api/exports", json=body, headers=w.auth("dana")) as r:
+        assert r.status == 409 and "link" in (await r.json())["message"]

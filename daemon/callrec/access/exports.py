@@ -23,6 +23,7 @@ import orjson
 from callrec.access import policy as access
 from callrec.privacy import redact
 from callrec.recording.facts import Recording
+from callrec.safe_open import NotBeneath
 
 MAX_RECORDINGS = 1000
 _CASE_REFERENCE = re.compile(r"^[A-Za-z0-9 ./:_#()-]{1,100}$")
@@ -108,9 +109,11 @@ def build(
                 info = zipfile.ZipInfo(name, date_time=rec.started_at.utctimetuple()[:6])
                 # Audio is stored, not deflated: it barely shrinks and hashing dominates.
                 try:
-                    src = access.audio_path(rec, recordings_dir).open("rb")
+                    src = access.open_audio(rec, recordings_dir)
                 except FileNotFoundError:
                     raise IntegrityError(f"recording {rec.id}: the audio file is missing") from None
+                except NotBeneath:
+                    raise IntegrityError(f"recording {rec.id}: the audio path leads through a link") from None
                 with src, zf.open(info, "w") as dst:
                     while chunk := src.read(1 << 20):
                         digest.update(chunk)

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from callrec.access.people import Principal, Role, team_agent_ids
 from callrec.db import recordings
 from callrec.db.pool import Db
 from callrec.privacy import redact
 from callrec.recording.facts import Recording, View
+from callrec.safe_open import open_beneath
 
 
 class Action(StrEnum):
@@ -101,13 +102,11 @@ def as_json(rec: Recording, role: Role) -> dict[str, Any]:
     return rec.to_json(VIEWS[role], audio=allowed(role, Action.PLAY))
 
 
-def audio_path(rec: Recording, recordings_dir: Path) -> Path:
-    """The recording's file, refusing a path that would resolve outside recordings_dir."""
-    root = recordings_dir.resolve()
-    path = (root / rec.file_path).resolve()
-    if not path.is_relative_to(root):
-        raise NotVisible(f"recording {rec.id}: file path outside recordings_dir")
-    return path
+def open_audio(rec: Recording, recordings_dir: Path) -> IO[bytes]:
+    """The recording's file, opened beneath recordings_dir without following any link
+    (``callrec.safe_open``). Blocking: run it in a thread. ``FileNotFoundError`` when it is
+    missing, ``safe_open.NotBeneath`` when the path leads anywhere else."""
+    return open_beneath(recordings_dir, rec.file_path)
 
 
 # Every read for the API goes through this WHERE: the grant's reach, in SQL.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from pathlib import PurePosixPath
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,7 @@ from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
 from callrec.privacy import redact
 from callrec.retention import holds as retention
+from callrec.safe_open import NotBeneath
 
 # Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
 MAX_BODY = 128 * 1024
@@ -138,9 +140,13 @@ async def _audio(request: web.Request) -> web.StreamResponse:
     request[serving.ENTRY].action = action.value
     g = await access.grant(serving.pool(request), who, action)
     rec = await access.get(serving.pool(request), g, recording_id(request))
-    path = access.audio_path(rec, serving.settings(request).asterisk.recordings_dir)
+    root, path = serving.settings(request).asterisk.recordings_dir, PurePosixPath(rec.file_path)
     try:
-        f, size = await audio.open_file(path)
+        f, size = await audio.open_file(functools.partial(access.open_audio, rec, root))
+    except NotBeneath as exc:
+        # A link planted in recordings_dir: never followed (docs/privacy.md); said in the log.
+        serving.log.error("audio path refused", recording_id=str(rec.id), why=exc.strerror)
+        raise ApiError(404, "audio_missing", "the recording's audio file is not on this server") from None
     except FileNotFoundError:
         raise ApiError(404, "audio_missing", "the recording's audio file is not on this server") from None
     try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import IO
 
 from aiohttp import web
@@ -69,15 +70,16 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, min(end, size - 1))
 
 
-def content_type(path: Path) -> str:
+def content_type(path: PurePath) -> str:
     return _TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
-async def open_file(path: Path) -> tuple[IO[bytes], int]:
-    """Open and stat in one go, so the size and the bytes sent are of the same file."""
+async def open_file(opener: Callable[[], IO[bytes]]) -> tuple[IO[bytes], int]:
+    """Open (``opener``, blocking) and stat in one go, so the size and the bytes sent are of
+    the same file."""
 
     def _open() -> tuple[IO[bytes], int]:
-        f = path.open("rb")
+        f = opener()
         try:
             return f, os.fstat(f.fileno()).st_size
         except BaseException:
