@@ -86,6 +86,8 @@ REVOKE EXECUTE ON FUNCTION callrec_purge_audit_log() FROM PUBLIC;
 CREATE TABLE web_sessions (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id         bigint      NOT NULL REFERENCES users (id),
+    -- The token signed in with: revoking it (or its expiry) ends its sessions too.
+    token_id        bigint      NOT NULL REFERENCES user_tokens (id),
     session_sha256  bytea       NOT NULL UNIQUE CHECK (length(session_sha256) = 32),
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_seen_at    timestamptz NOT NULL DEFAULT now(),

@@ -4,6 +4,7 @@ PostgreSQL with the two database roles (docs/privacy.md, docs/api.md)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -228,3 +229,45 @@ async def test_audio_through_a_planted_link_is_not_served(w: World, tmp_path: Pa
     body = {"recording_ids": [str(rid)], "recipient": "x", "legal_basis": "y", "case_reference": "z"}
     async with w.client.post("/api/exports", json=body, headers=w.auth("dana")) as r:
         assert r.status == 409 and "link" in (await r.json())["message"]
+
+
+# --- item 9: the web page's session is its own, and signing out ends it -------------------------
+
+
+async def whoami_with(w: World, session_id: str) -> int:
+    w.client.session.cookie_jar.clear()
+    async with w.client.get("/api/whoami", cookies={"callrec_session": session_id}) as r:
+        return r.status
+
+
+async def test_a_session_is_random_stored_hashed_and_ends_at_sign_out(w: World) -> None:
+    session_id = await w.sign_in("alice")
+    assert w.tokens["alice"] not in session_id and len(session_id) >= 40
+    stored = await w.pool.fetchval("SELECT session_sha256 FROM web_sessions")
+    assert bytes(stored) == hashlib.sha256(session_id.encode()).digest()
+    assert await whoami_with(w, session_id) == 200
+    assert await whoami_with(w, w.tokens["alice"]) == 401  # the token is no cookie
+    origin = {"Origin": str(w.client.make_url("")).rstrip("/")}
+    async with w.client.post(
+        "/signout", cookies={"callrec_session": session_id}, headers=origin, allow_redirects=False
+    ) as r:
+        assert r.status == 303
+    assert await whoami_with(w, session_id) == 401  # a stolen cookie is dead after sign-out
+    assert await w.pool.fetchval("SELECT revoked_at IS NOT NULL FROM web_sessions")
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        "UPDATE web_sessions SET expires_at = now() - interval '1 second'",
+        "UPDATE web_sessions SET last_seen_at = now() - interval '31 minutes'",  # idle timeout 30 min
+        "UPDATE user_tokens SET revoked_at = now()",
+        "UPDATE users SET disabled_at = now()",
+    ],
+    ids=["expired", "idle", "token-revoked", "user-disabled"],
+)
+async def test_a_session_ends_on_expiry_idleness_and_revocation(w: World, end: str) -> None:
+    session_id = await w.sign_in("alice")
+    assert await whoami_with(w, session_id) == 200
+    await w.pool.execute(end)
+    assert await whoami_with(w, session_id) == 401

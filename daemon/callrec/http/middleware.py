@@ -23,7 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from callrec.access import audit, people
+from callrec.access import audit, people, sessions
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.config import Settings
@@ -33,7 +33,8 @@ from callrec.ops import metrics
 
 log = structlog.get_logger("callrec.api")
 
-COOKIE = "callrec_token"
+COOKIE = "callrec_session"
+"""The web page's session id (access/sessions.py); never the API token."""
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -187,6 +188,10 @@ def _credential(request: web.Request) -> tuple[str | None, str]:
     return (cookie, "cookie") if cookie else (None, "")
 
 
+async def session_principal(request: web.Request, session_id: str) -> Principal | None:
+    return await sessions.authenticate(pool(request), session_id, settings(request).session_idle_timeout)
+
+
 def _same_origin(request: web.Request) -> bool:
     """A browser-sent state change must come from our own pages (cookies are ambient)."""
     site = request.headers.get("Sec-Fetch-Site")
@@ -198,12 +203,16 @@ def _same_origin(request: web.Request) -> bool:
 
 async def _authenticate(request: web.Request, info: RouteInfo) -> None:
     token, source = _credential(request)
-    who = await people.authenticate(pool(request), token) if token else None
+    who = None
+    if token and source == "cookie":
+        who = await session_principal(request, token)
+    elif token:
+        who = await people.authenticate(pool(request), token)
     if token is not None and who is None and not (info.html and source == "cookie"):
         raise ApiError(
             401,
             "invalid_token",
-            "the token is unknown, revoked or expired",
+            "the token or session is unknown, revoked or expired",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     if request.method not in _SAFE_METHODS and source != "bearer" and not _same_origin(request):

@@ -259,8 +259,8 @@ DOCUMENT: dict[str, Any] = {
             "cookie": {
                 "type": "apiKey",
                 "in": "cookie",
-                "name": "callrec_token",
-                "description": "set by the web page",
+                "name": "callrec_session",
+                "description": "a web session, set by the page's sign-in (never the token)",
             },
         },
         "schemas": {
