@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from callrec.http import middleware as serving
+from callrec.http import throttle
 from callrec.privacy import number_hmac
 from tests.integration.access_world import KEY, T0, World, as_owner, world
 
@@ -271,3 +273,33 @@ async def test_a_session_ends_on_expiry_idleness_and_revocation(w: World, end: s
     assert await whoami_with(w, session_id) == 200
     await w.pool.execute(end)
     assert await whoami_with(w, session_id) == 401
+
+
+# --- item 4: a flood of refused requests costs one audit row a minute; the log has a retention ---
+
+
+async def test_refused_requests_beyond_the_rate_are_429_and_aggregated(db_dsn: str, tmp_path: Path) -> None:
+    async with world(db_dsn, tmp_path, refused_per_minute=5) as w:
+        limiter = w.client.server.app[serving.THROTTLE]
+        now = [1000.0]
+        limiter.clock = lambda: now[0]
+        statuses = []
+        for _ in range(20):
+            async with w.client.get("/api/whoami") as r:
+                statuses.append(r.status)
+                if r.status == 429:
+                    assert 1 <= int(r.headers["Retry-After"]) <= 61
+        assert statuses == [401] * 5 + [429] * 15
+        async with w.client.get("/api/whoami", headers=w.auth("alice")) as r:
+            assert r.status == 200  # a signed-in person from the same address is not refused
+        assert await throttle.flush(limiter, w.pool) == 0  # the minute is not over
+        now[0] += 61
+        assert await throttle.flush(limiter, w.pool) == 1
+        rows = await w.audit_rows()
+        assert [(x["action"], x["status"]) for x in rows] == [("whoami", 401)] * 5 + [
+            ("whoami", 200),
+            ("refused_throttled", 429),
+        ]
+        assert json.loads(rows[-1]["detail"])["count"] == 15 and rows[-1]["client"] == "127.0.0.1"
+        async with w.client.get("/api/whoami") as r:
+            assert r.status == 401  # a new minute

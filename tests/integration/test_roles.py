@@ -15,6 +15,7 @@ import pytest
 
 from callrec.db.migrations import migrate, sql_dir
 from callrec.ops.check import database_roles
+from callrec.retention.sweep import Sweeper
 from tests.harness.postgres import RUNTIME
 from tests.integration.access_world import settings
 
@@ -91,5 +92,47 @@ async def test_check_fails_when_the_runtime_role_owns_the_logs(
         postgresql.commit()
         found = await database_roles(replace(s, database_owner_dsn=owner_dsn), pool)
         assert found.status == "FAIL" and "owns audit_log" in found.detail
+    finally:
+        await pool.close()
+
+
+async def _backdate_audit_rows(owner_dsn: str, years: list[int]) -> None:
+    """Rows as if written years ago: only the owner can, by lifting the stamp trigger."""
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_stamp")
+            for n in years:
+                await conn.execute(
+                    "INSERT INTO audit_log (action, outcome, at)"
+                    " VALUES ('whoami', 'ok', now() - $1::text::interval)",
+                    f"{n} years 1 day",
+                )
+            await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_stamp")
+    finally:
+        await conn.close()
+
+
+async def test_audit_rows_past_their_retention_are_destroyed_with_a_record(
+    tmp_path: Path, db_dsn: str, owner_dsn: str
+) -> None:
+    await _backdate_audit_rows(owner_dsn, [3, 2, 1, 0])
+    s = replace(settings(tmp_path, db_dsn), registers={})
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
+    try:
+        report = await Sweeper(pool, s).run_pass()
+        assert report.audit_rows_purged == 2  # the 3- and 2-year-old ones; default 2 years
+        assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2
+        purge = await pool.fetchrow("SELECT rows, by FROM audit_purge_log")
+        assert (purge["rows"], purge["by"]) == (2, RUNTIME)
+        # The runtime role can neither shorten the window nor delete by itself.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute("UPDATE callrec_settings SET value = '1 day'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute("DELETE FROM audit_purge_log")
+        # `callrec migrate` sets the window from [retention] audit_log, as the owner.
+        await migrate(owner_dsn, runtime_dsn=db_dsn, audit_log_retention="1 year")
+        assert (await Sweeper(pool, s).run_pass()).audit_rows_purged == 1
+        assert await pool.fetchval("SELECT count(*) FROM audit_log") == 1
     finally:
         await pool.close()

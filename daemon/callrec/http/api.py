@@ -22,7 +22,7 @@ from callrec.access import policy as access
 from callrec.access.policy import Action
 from callrec.config import Settings
 from callrec.db.pool import DbPool
-from callrec.http import audio, core, openapi
+from callrec.http import audio, core, openapi, throttle
 from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
@@ -42,6 +42,8 @@ def build_api(pool: DbPool, settings: Settings) -> web.Application:
     app[serving.SETTINGS] = settings
     app[serving.ROUTES] = {}
     app[serving.ERRORS] = _refusal
+    refused = app[serving.THROTTLE] = throttle.Throttle(settings.refused_per_minute)
+    app.cleanup_ctx.append(lambda _: throttle.write_rows(refused, pool))
     app.on_response_prepare.append(serving.security_headers)
     add = functools.partial(serving.add_route, app)
     add("GET", "/api/openapi.json", _openapi, "api_description", public=True)

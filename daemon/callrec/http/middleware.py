@@ -28,7 +28,7 @@ from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.config import Settings
 from callrec.db.pool import Db, DbPool
-from callrec.http import audio
+from callrec.http import audio, throttle
 from callrec.ops import metrics
 
 log = structlog.get_logger("callrec.api")
@@ -74,6 +74,7 @@ SETTINGS = web.AppKey("settings", Settings)
 ROUTES: web.AppKey[dict[Any, RouteInfo]] = web.AppKey("routes")
 ERRORS: web.AppKey[Callable[[Exception], ApiError | None]] = web.AppKey("errors")
 ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
+THROTTLE = web.AppKey("throttle", throttle.Throttle)
 
 ENTRY = web.RequestKey("audit_entry", audit.Entry)
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
@@ -287,6 +288,14 @@ async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request[STARTED]:
             raise  # the row is written and the body under way: nothing left to tell this client
         err = _refusal(request, exc)
+        if err.status == 401 and not request.app[THROTTLE].refused(entry.client or "-"):
+            # Over the client's rate of refused requests: counted into one row a minute.
+            retry = request.app[THROTTLE].retry_after(entry.client or "-")
+            err = ApiError(
+                429, "too_many_requests", "too many refused requests", headers={"Retry-After": str(retry)}
+            )
+            request[WRITTEN] = True
+            entry.status, entry.outcome = 429, "unauthenticated"
         outcome = err.outcome
         response = _render(request, info, err)
     if not request[WRITTEN]:
