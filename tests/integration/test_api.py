@@ -10,6 +10,7 @@ import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -757,7 +758,8 @@ async def test_served_by_an_app_runner_as_callrec_run_does(w: World) -> None:
 
     from callrec.http.api import build_api
 
-    runner = web.AppRunner(build_api(w.pool, w.settings), access_log=None, shutdown_timeout=5)
+    behind_proxy = replace(w.settings, trusted_proxies=frozenset({"127.0.0.1"}))
+    runner = web.AppRunner(build_api(w.pool, behind_proxy), access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -772,7 +774,7 @@ async def test_served_by_an_app_runner_as_callrec_run_does(w: World) -> None:
     finally:
         await runner.cleanup()
     [row] = await w.audit_rows()
-    # Only the entry the proxy on loopback appended itself is believed.
+    # Only the entry the trusted proxy on loopback appended itself is believed.
     assert row["client"] == "203.0.113.5 via 127.0.0.1"
 
 

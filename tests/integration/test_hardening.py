@@ -303,3 +303,21 @@ async def test_refused_requests_beyond_the_rate_are_429_and_aggregated(db_dsn: s
         assert json.loads(rows[-1]["detail"])["count"] == 15 and rows[-1]["client"] == "127.0.0.1"
         async with w.client.get("/api/whoami") as r:
             assert r.status == 401  # a new minute
+
+
+# --- item 8: X-Forwarded-For only from a configured proxy -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [(frozenset(), "127.0.0.1"), (frozenset({"127.0.0.1"}), "203.0.113.9 via 127.0.0.1")],
+    ids=["default-none", "loopback-proxy"],
+)
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    db_dsn: str, tmp_path: Path, trusted: frozenset[str], expected: str
+) -> None:
+    async with world(db_dsn, tmp_path, trusted_proxies=trusted) as w:
+        forged = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}
+        async with w.client.get("/api/whoami", headers=w.auth("alice") | forged) as r:
+            assert r.status == 200
+        assert (await w.audit_rows())[-1]["client"] == expected

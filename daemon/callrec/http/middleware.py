@@ -162,16 +162,16 @@ def settings(request: web.Request) -> Settings:
 
 
 def client_address(request: web.Request) -> str:
-    """The peer, or, behind a reverse proxy on this host, the address the proxy saw.
-
-    Only a proxy on loopback is believed; its X-Forwarded-For entry is the last one
-    (the one it appended itself).
-    """
+    """The peer, or, when the peer is one of ``[api] trusted_proxies``, the address that proxy
+    saw: the last X-Forwarded-For entry (the one the proxy appended itself). No proxy is
+    trusted by default: any local program could otherwise name any address
+    (docs/api.md#behind-a-reverse-proxy)."""
     peer = request.remote or "-"
     forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded:
+    trusted = settings(request).trusted_proxies
+    if forwarded and trusted:
         try:
-            if ipaddress.ip_address(peer).is_loopback:
+            if str(ipaddress.ip_address(peer)) in trusted:
                 seen = str(ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip()))
                 return f"{seen} via {peer}"
         except ValueError:
