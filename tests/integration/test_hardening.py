@@ -321,3 +321,20 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         async with w.client.get("/api/whoami", headers=w.auth("alice") | forged) as r:
             assert r.status == 200
         assert (await w.audit_rows())[-1]["client"] == expected
+
+
+# --- item 10: a miss under /static is audited like any other request ------------------------------
+
+
+async def test_static_misses_are_audited(w: World) -> None:
+    async with w.client.get("/static/style.css") as r:
+        assert r.status == 200
+    async with w.client.get("/static/x", headers=w.auth("alice")) as r:
+        assert r.status == 404
+    status, _ = await raw_request(w, b"GET /static/../api/whoami HTTP/1.1\r\nHost: x\r\n")
+    assert status in (401, 404)
+    rows = await w.audit_rows()
+    assert [(x["action"], x["user_name"], x["status"]) for x in rows] == [
+        ("unknown", "alice", 404),
+        (rows[1]["action"], None, status),
+    ]

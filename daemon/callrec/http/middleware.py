@@ -268,8 +268,8 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
 
 @web.middleware
 async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/static/"):
-        return await handler(request)
+    if request.path.startswith("/static/") and request.match_info.http_exception is None:
+        return await handler(request)  # the stylesheet: no personal data, no row; a miss has one
     started = time.monotonic()
     info = request.app[ROUTES].get(request.match_info.route, _UNKNOWN)
     entry = audit.Entry(info.action, client=client_address(request))
