@@ -56,7 +56,7 @@ def number_hmac(raw: str | None, key: bytes | None) -> str | None:
 # Seven or more digits, possibly with a leading + and any separators people type between them:
 # white space (any Unicode space), ( ) . / _ and every dash (hyphen, the Unicode dashes U+2010
 # to U+2015, minus U+2212, the small and full-width hyphen-minus). A phone number, for
-# everything stored from a request and every log line (docs/privacy.md#redaction).
+# everything stored from a request and every log line (docs/privacy.md#redaction-of-logs).
 _SEPARATORS = r"[\s().\-/_\u2010-\u2015\u2212\ufe58\ufe63\uff0d]"
 PHONE_SHAPED = re.compile(rf"\+?\d(?:{_SEPARATORS}*\d){{6,}}")
 

@@ -1,4 +1,4 @@
-"""Refused requests beyond a per-client rate (docs/api.md#refused-requests): each client's
+"""Refused requests beyond a per-client rate (docs/api.md#limits): each client's
 first ``per_minute`` refused (401) requests of a minute get an audit row each; the rest are
 answered 429 and counted, and the count becomes one audit row per client and minute. An
 unauthenticated flood then costs one row a minute, not one per request.

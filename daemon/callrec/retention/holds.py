@@ -29,7 +29,7 @@ _MAX_TEXT = 500
 
 Audit = Callable[[DbConnection, Mapping[str, Any]], Awaitable[None]]
 """Writes the change's audit row on the change's own connection, inside its transaction: the
-change and its row commit together, or neither does (docs/api.md#audit). Given the change's
+change and its row commit together, or neither does (docs/api.md#the-audit-log). Given the change's
 facts to add to the row."""
 
 
