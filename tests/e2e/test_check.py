@@ -201,7 +201,7 @@ def test_missing_recordings_dir(tmp_path: Path, asterisk: Asterisk, db_dsn: str)
 def test_database_without_the_migrations(tmp_path: Path, asterisk: Asterisk, pg_cluster: Cluster) -> None:
     dbname = f"check_{uuid.uuid4().hex[:8]}"
     pg_cluster.createdb(dbname)
-    cfg = config(tmp_path, asterisk, pg_cluster.dsn(dbname))
+    cfg = config(tmp_path, asterisk, pg_cluster.runtime_dsn(dbname))
     code, found = run_check(cfg)
     assert code == 1
     assert found["database"][0] == "ok"
@@ -217,6 +217,7 @@ def test_database_without_the_migrations(tmp_path: Path, asterisk: Asterisk, pg_
     )
     code, found = run_check(cfg)
     assert found["database schema"][0] == "ok", found["database schema"]
+    assert found["database roles"][0] == "ok", found["database roles"]  # migrate ran as the owner
 
 
 def test_database_unreachable(tmp_path: Path, asterisk: Asterisk) -> None:

@@ -23,6 +23,11 @@ RUNTIME = "callrec"
 """The daemon's role: DML, and only SELECT and INSERT on the evidence logs."""
 
 
+def owner_of(dsn: str) -> str:
+    """The schema owner's DSN for the database of a RUNTIME ``dsn`` (any other: unchanged)."""
+    return dsn.replace(f"//{RUNTIME}@", f"//{OWNER}@", 1)
+
+
 def pg_bindir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:

@@ -32,7 +32,7 @@ from callrec.http.api import build_api
 from callrec.ops import logs
 from callrec.privacy import mask_number, number_hmac
 from callrec.recording.facts import Recording
-from tests.harness.postgres import OWNER, RUNTIME
+from tests.harness.postgres import owner_of
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 KEY = b"a-test-key-of-32-bytes-----------"
@@ -71,11 +71,6 @@ REACH: dict[str, set[str]] = {
     "dana": set(CALLS),
     "adam": set(),
 }
-
-
-def owner_of(dsn: str) -> str:
-    """The schema owner's DSN for the database of a runtime-role ``dsn`` (tests/conftest.py)."""
-    return dsn.replace(f"//{RUNTIME}@", f"//{OWNER}@", 1)
 
 
 async def as_owner(dsn: str, sql: str) -> None:
