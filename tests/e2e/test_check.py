@@ -34,6 +34,7 @@ CHECKS = [
     "ari channelvars",
     "database",
     "database schema",
+    "database roles",
     "recordings_dir writable by asterisk",
     "recordings_dir usable by callrec",
 ]
@@ -226,4 +227,4 @@ def test_database_unreachable(tmp_path: Path, asterisk: Asterisk) -> None:
     assert code == 1
     status, line = found["database"]
     assert status == "FAIL" and "cannot reach PostgreSQL" in line and "[database] dsn" in line, line
-    assert found["database schema"][0] == "skip"
+    assert found["database schema"][0] == found["database roles"][0] == "skip"

@@ -303,6 +303,13 @@ async def test_refused_requests_beyond_the_rate_are_429_and_aggregated(db_dsn: s
         assert json.loads(rows[-1]["detail"])["count"] == 15 and rows[-1]["client"] == "127.0.0.1"
         async with w.client.get("/api/whoami") as r:
             assert r.status == 401  # a new minute
+        # Failed sign-ins on the page count the same way (4 more fill the new minute).
+        origin = {"Origin": str(w.client.make_url("")).rstrip("/")}
+        signins = []
+        for _ in range(5):
+            async with w.client.post("/signin", data={"token": "callrec_guess"}, headers=origin) as r:
+                signins.append(r.status)
+        assert signins == [401] * 4 + [429]
 
 
 # --- item 8: X-Forwarded-For only from a configured proxy -----------------------------------------

@@ -266,6 +266,19 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
     )
 
 
+def _throttled(request: web.Request, info: RouteInfo) -> web.Response | None:
+    """A refused (401) request over its client's rate, the page's failed sign-in included: a
+    429, counted into one audit row a minute instead of a row of its own (http/throttle.py)."""
+    client = request[ENTRY].client or "-"
+    if request.app[THROTTLE].refused(client):
+        return None
+    retry = str(request.app[THROTTLE].retry_after(client))
+    request[WRITTEN] = True
+    request[ENTRY].status, request[ENTRY].outcome = 429, "unauthenticated"
+    err = ApiError(429, "too_many_requests", "too many refused requests", headers={"Retry-After": retry})
+    return _render(request, info, err)
+
+
 @web.middleware
 async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/static/") and request.match_info.http_exception is None:
@@ -288,16 +301,10 @@ async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request[STARTED]:
             raise  # the row is written and the body under way: nothing left to tell this client
         err = _refusal(request, exc)
-        if err.status == 401 and not request.app[THROTTLE].refused(entry.client or "-"):
-            # Over the client's rate of refused requests: counted into one row a minute.
-            retry = request.app[THROTTLE].retry_after(entry.client or "-")
-            err = ApiError(
-                429, "too_many_requests", "too many refused requests", headers={"Retry-After": str(retry)}
-            )
-            request[WRITTEN] = True
-            entry.status, entry.outcome = 429, "unauthenticated"
         outcome = err.outcome
         response = _render(request, info, err)
+    if not request[WRITTEN] and response.status == 401:
+        response = _throttled(request, info) or response
     if not request[WRITTEN]:
         entry.status = response.status
         entry.outcome = outcome or audit.outcome_for(response.status)

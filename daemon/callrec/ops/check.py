@@ -242,15 +242,18 @@ class Checker:
                 f"cannot reach PostgreSQL ({str(exc)[:200]}): is it running, and is [database] dsn right?",
             )
             yield Result("skip", "database schema", "needs a working database connection")
+            yield Result("skip", "database roles", "needs a working database connection")
             return
         except asyncpg.PostgresError as exc:
             # Wrong password, unknown role or database: the server answered, so say what it said.
             yield Result("FAIL", "database", f"PostgreSQL refused: {str(exc)[:200]}; check [database] dsn")
             yield Result("skip", "database schema", "needs a working database connection")
+            yield Result("skip", "database roles", "needs a working database connection")
             return
         except Exception as exc:
             yield Result("FAIL", "database", f"unexpected error: {error_text(exc)[:300]}")
             yield Result("skip", "database schema", "needs a working database connection")
+            yield Result("skip", "database roles", "needs a working database connection")
             return
         try:
             yield Result("ok", "database")
@@ -259,6 +262,7 @@ class Checker:
                     pending = [m.name for m in await migrations.pending(store.pool)]
             except Exception as exc:
                 yield Result("FAIL", "database schema", f"cannot read schema_migrations: {error_text(exc)}")
+                yield Result("skip", "database roles", "needs the schema")
                 return
             if pending:
                 yield Result(
