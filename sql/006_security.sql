@@ -4,9 +4,23 @@
 -- database itself must enforce whatever the runtime role sends.
 
 -- The evidence logs' timestamps are the database's, never the client's: an INSERT that names
--- the column gets it overwritten. (The runtime role has no UPDATE on these tables.)
+-- the column gets it overwritten. (The runtime role has no UPDATE on these tables.) Their ids
+-- are the database's too: an INSERT ... OVERRIDING SYSTEM VALUE (an id out of order, to slip a
+-- row in among older ones) is refused, since then the id is not the one just drawn from the
+-- sequence in this session.
 CREATE FUNCTION callrec_stamp_now() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    drawn bigint;
 BEGIN
+    BEGIN
+        drawn := currval(pg_get_serial_sequence(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'id'));
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN
+        drawn := NULL;  -- no id drawn in this session: it was given by the client
+    END;
+    IF drawn IS DISTINCT FROM NEW.id THEN
+        RAISE EXCEPTION '%: the id is set by the database', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], clock_timestamp()));
     RETURN NEW;
 END

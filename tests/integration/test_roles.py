@@ -60,6 +60,21 @@ async def test_the_logs_timestamps_are_the_databases(runtime: asyncpg.Connection
         assert abs((stamped - datetime.now(UTC)).total_seconds()) < 3600, table  # not 2001
 
 
+async def test_the_logs_ids_are_the_databases(runtime: asyncpg.Connection) -> None:
+    """An id given by the client could slip a forged row in among older ones."""
+    await runtime.execute("INSERT INTO audit_log (action, outcome) VALUES ('whoami', 'ok')")
+    first = await runtime.fetchval("SELECT max(id) FROM audit_log")
+    for forged in (first - 1, first + 1000):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="set by the database"):
+            await runtime.execute(
+                "INSERT INTO audit_log (id, action, outcome) OVERRIDING SYSTEM VALUE"
+                " VALUES ($1, 'whoami', 'ok')",
+                forged,
+            )
+    await runtime.execute("INSERT INTO audit_log (action, outcome) VALUES ('whoami', 'ok'), ('page', 'ok')")
+    assert await runtime.fetchval("SELECT count(*) FROM audit_log") == 3
+
+
 async def test_grants_cover_a_table_of_a_later_migration(tmp_path: Path, db_dsn: str, owner_dsn: str) -> None:
     """A table added by anyone's migration gets the runtime role's DML with no grant of its own."""
     sql = tmp_path / "sql"
