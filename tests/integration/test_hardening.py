@@ -99,6 +99,22 @@ async def test_dsar_searches_are_limited_per_person(db_dsn: str, tmp_path: Path)
         assert "recording_ids" not in json.loads(last["detail"])
 
 
+async def test_concurrent_dsar_searches_cannot_pass_the_limit_together(db_dsn: str, tmp_path: Path) -> None:
+    async with world(db_dsn, tmp_path, dsar_searches_per_hour=3) as w:
+
+        async def one(ending: int) -> int:
+            body = dsar_body(number=FULL[:-3] + f"{ending:03}")
+            async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
+                return r.status
+
+        statuses = await asyncio.gather(*(one(n) for n in range(12)))
+        assert sorted(statuses) == [200] * 3 + [429] * 9
+        ok = await w.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'dsar_search' AND status = 200"
+        )
+        assert ok == 3
+
+
 async def test_dsar_needs_a_case_reference_and_audits_the_numbers_hmac(db_dsn: str, tmp_path: Path) -> None:
     async with world(db_dsn, tmp_path, key=KEY) as w:
         for bad in ({"case_reference": None}, {"case_reference": " "}, {"case_reference": 7}):

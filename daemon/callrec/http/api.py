@@ -225,8 +225,8 @@ async def _dsar(request: web.Request) -> web.StreamResponse:
     key = serving.settings(request).number_hmac_key
     per_hour = serving.settings(request).dsar_searches_per_hour
     read = functools.partial(_body, request)
-    found = await core.dsar_search(serving.pool(request), who, key, read, per_hour=per_hour)
-    request[serving.ENTRY].detail.update(found.audit)
+    write = serving.audit_in_transaction(request)
+    found = await core.dsar_search(serving.pool(request), who, key, read, per_hour=per_hour, audit=write)
     return json_response(
         {
             "number_masked": found.result.masked,

@@ -25,13 +25,15 @@ from callrec.access import dsar, exports
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.access.policy import Action
-from callrec.db.pool import Db
+from callrec.db.pool import Db, DbPool
 from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, int_param, time_param
 from callrec.privacy import number_hmac, redact
 from callrec.recording.facts import Recording
+from callrec.retention import holds
 
 MAX_PAGE = 1000
+_DSAR_LOCK = 0x44534152  # "DSAR": with the user id, one advisory lock per person
 
 Fields = Mapping[str, Any]
 ReadFields = Callable[[], Awaitable[Fields]]
@@ -94,10 +96,18 @@ async def view(db: Db, who: Principal, recording_id: uuid.UUID) -> Recording:
 
 
 async def dsar_search(
-    db: Db, who: Principal, key: bytes | None, read: ReadFields, *, per_hour: int = 30
+    db: DbPool,
+    who: Principal,
+    key: bytes | None,
+    read: ReadFields,
+    *,
+    per_hour: int,
+    audit: holds.Audit,
 ) -> DsarFound:
     """``read`` gives number, at, window_minutes, case_reference; ``key``: the HMAC key, if
-    configured; ``per_hour``: ``[privacy] dsar_searches_per_hour``."""
+    configured; ``per_hour``: ``[privacy] dsar_searches_per_hour``. The audit row is written
+    by ``audit`` in the transaction that counted the person's searches, under a lock per
+    person: concurrent searches cannot all pass the count (docs/api.md#limits)."""
     g = await access.grant(db, who, Action.DSAR_SEARCH)
     fields = await _read(read)
     number = fields.get("number")
@@ -112,20 +122,23 @@ async def dsar_search(
     if at is None:
         raise BadParam("at: the approximate time of the call (ISO 8601)")
     window = int_param(fields.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
-    await dsar.check_quota(db, who.user_id, per_hour)
-    result = await dsar.search(db, g, number, at, window, key)
-    detail = {
-        "number_masked": result.masked,
-        "case_reference": redact(case.strip()),
-        "at": at.isoformat(),
-        "window_minutes": window,
-        "exact_matching": result.exact_matching,
-        "recording_ids": [str(c.recording.id) for c in result.candidates],
-    }
-    # The number tried, reviewable with the key without storing it (docs/privacy.md).
-    hashed = number_hmac(number, key)
-    if hashed is not None:
-        detail["number_hmac"] = hashed
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _DSAR_LOCK, who.user_id)
+        await dsar.check_quota(conn, who.user_id, per_hour)
+        result = await dsar.search(conn, g, number, at, window, key)
+        detail = {
+            "number_masked": result.masked,
+            "case_reference": redact(case.strip()),
+            "at": at.isoformat(),
+            "window_minutes": window,
+            "exact_matching": result.exact_matching,
+            "recording_ids": [str(c.recording.id) for c in result.candidates],
+        }
+        # The number tried, reviewable with the key without storing it (docs/privacy.md).
+        hashed = number_hmac(number, key)
+        if hashed is not None:
+            detail["number_hmac"] = hashed
+        await audit(conn, detail)
     return DsarFound(at, window, result, detail)
 
 

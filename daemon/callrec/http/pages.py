@@ -178,8 +178,10 @@ async def _dsar(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     key = serving.settings(request).number_hmac_key
     per_hour = serving.settings(request).dsar_searches_per_hour
-    found = await core.dsar_search(serving.pool(request), who, key, request.post, per_hour=per_hour)
-    request[serving.ENTRY].detail.update(found.audit)
+    write = serving.audit_in_transaction(request)
+    found = await core.dsar_search(
+        serving.pool(request), who, key, request.post, per_hour=per_hour, audit=write
+    )
     return page(
         "dsar.html",
         _DSAR_TITLE,
