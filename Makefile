@@ -19,6 +19,7 @@ test: deps
 # Every benchmark in bench/, reduced (--quick), one after another on this machine: JSON lines
 # and a summary table in bench/out/ (bench/README.md). BENCH_FLAGS=--full for the long runs.
 bench: deps
+	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) bench/summary.py $(BENCH_FLAGS)
 
 deps: $(VENV)/.installed

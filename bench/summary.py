@@ -32,9 +32,25 @@ HEADLINE = (
     "answer_to_mixmonitor_ms_p99",
     "daemon_cpu_s_per_1000_calls",
     "rss_mb",
+    "smaller_than_wav",
+    "pesq_nb",
+    "realtime_factor",
+    "seek_ms_p99",
+    "peak_rss_mb",
 )
 # What tells the rows of one benchmark apart.
-CASE = ("mode", "signal", "calls_at_once", "concurrency", "calls", "n")
+CASE = (
+    "mode",
+    "signal",
+    "calls_at_once",
+    "concurrency",
+    "calls",
+    "n",
+    "phase",
+    "format",
+    "complexity",
+    "audio_seconds",
+)
 SKIP = frozenset({"bench", "samples", "load_avg_1m", "quick"})
 
 

@@ -14,6 +14,7 @@ from pytest_postgresql import factories
 
 from callrec.db.migrations import migrate
 from tests.harness.postgres import OWNER, RUNTIME, Cluster
+from tests.harness.seaweed import Seaweed
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,15 @@ def pg_cluster() -> Iterator[Cluster]:
     cluster.start()
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[Seaweed]:
+    """One SeaweedFS (S3) for the session; tests use their own object prefixes."""
+    store = Seaweed()
+    store.start()
+    yield store
+    store.destroy()
 
 
 def _load_schema(host: str, port: int, user: str, dbname: str, **_: object) -> None:

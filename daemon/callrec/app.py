@@ -20,6 +20,9 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from callrec import __version__
+from callrec.archive.pipeline import Archiver
+from callrec.archive.reading import open_archive
+from callrec.archive.store import StoreError
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
@@ -33,7 +36,7 @@ from callrec.asterisk.ari_rest import AriUnavailable
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
-from callrec.ops import metrics, sdnotify
+from callrec.ops import metrics, node, sdnotify
 from callrec.ops.disk import free_bytes
 from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
@@ -72,6 +75,9 @@ class App:
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
         self.closes: CloseWatch | None = None
+        self.archive = open_archive(settings)
+        """``None`` with ``[archive] enabled = false``: recordings stay MixMonitor's WAV."""
+        self.archiver: Archiver | None = None
         self.stopping = asyncio.Event()
         self.failed = False
         """Set when an owned task died: ``callrec run`` then exits 1, not 0."""
@@ -176,13 +182,22 @@ class App:
         if s.api_listen is not None:
             # Its own small pool: a slow export or search never holds up writing rows.
             self._api_pool = await self._api_database()
-            await self._serve(build_api(self._api_pool, s), s.api_listen)
+            await self._serve(build_api(self._api_pool, s, self.archive), s.api_listen)
         self.journal = await Journal.open(s.state_dir)
+        # The node name of this host's rows, kept though the host be renamed (ops/node.py).
+        await asyncio.to_thread(node.pin, s.state_dir, s.node)
         self._pending_at_start = await self.journal.pending()
         if self._pending_at_start:
             log.info("recordings left by the previous run", count=len(self._pending_at_start))
         self.store = await self._connect_store()
-        self.outbox = Outbox(self.journal, self.store.pool)
+        if self.archive is not None:
+            self.archiver = Archiver(self.store.pool, self.archive, s.asterisk.recordings_dir, self.journal)
+        self.outbox = Outbox(
+            self.journal,
+            self.store.pool,
+            archive=self.archiver is not None,
+            on_delivered=self.archiver.wake if self.archiver is not None else lambda: None,
+        )
         self.closes = CloseWatch.open()  # None off Linux: MixMonitor leaves a marker instead
         self.recorder = Recorder(
             self.ami,
@@ -199,7 +214,10 @@ class App:
         if s.agi_listen is not None:
             # AGI mode, beside the event mode: the dialplan asks for recording and waits for it.
             self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder).run(), "agi")
-        self._spawn(Sweeper(self.store.pool, s).run_forever(), "retention")
+        if self.archiver is not None:
+            self._spawn(self.archiver.run(), "archive")
+        store = self.archive.store if self.archive is not None else None
+        self._spawn(Sweeper(self.store.pool, s, store).run_forever(), "retention")
         self._spawn(self._gauges(), "gauges")
         # READY only once every connection is up (systemd Type=notify).
         waits: asyncio.Future[Any] = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())
@@ -281,6 +299,15 @@ class App:
                     metrics.CONNECTION_UP.labels(connection="database").set(1)
                 except (StoreUnavailable, TimeoutError):
                     metrics.CONNECTION_UP.labels(connection="database").set(0)
+            if self.archive is not None:
+                try:
+                    await asyncio.wait_for(self.archive.store.ping(), 5)
+                    metrics.CONNECTION_UP.labels(connection="store").set(1)
+                except (StoreError, OSError, TimeoutError) as exc:
+                    metrics.CONNECTION_UP.labels(connection="store").set(0)
+                    log.warning(
+                        "archive store unreachable", store=self.archive.store.name, error=str(exc)[:200]
+                    )
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(sdnotify.watchdog_interval(default=10.0))
 
@@ -301,6 +328,8 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
+        if self.archive is not None:
+            await self.archive.store.close()
         if self.journal is not None:
             await self.journal.close()
         if self.closes is not None:

@@ -15,6 +15,7 @@ from typing import TypeAlias
 
 from callrec import __version__, config
 from callrec.access import cli as access_cli
+from callrec.archive import cli as archive_cli
 from callrec.config import Settings
 from callrec.db import cli as db_cli
 from callrec.db import migrations
@@ -87,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_commands(sub, common)
     access_cli.add_commands(sub, common)  # users, audit
     retention_cli.add_commands(sub, common)  # retention, hold, release, erase
+    archive_cli.add_commands(sub, common)  # keys, archive, verify
     return p
 
 

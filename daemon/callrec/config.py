@@ -9,12 +9,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from callrec.archive.settings import FORMATS, ArchiveSettings, StorageSettings
+from callrec.ops.node import default_node
 
 DEFAULT_PATH = Path("/etc/callrec/callrec.toml")
 _RETENTION = re.compile(r"^\s*([1-9][0-9]{0,4})\s+(day|week|month)s?\s*$")
@@ -125,6 +127,8 @@ class Settings:
     session_idle_timeout: float = 30 * 60.0
     refused_per_minute: int = 30
     """Refused (401) requests per client and minute that get a row each; 429 beyond."""
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
 
 _AUDIT_KEEP = re.compile(r"^[1-9][0-9]{0,3} (day|month|year)s?$")
@@ -264,10 +268,10 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     log_level = dmn.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
-    node = dmn.get("node", str, socket.gethostname())[:64]
     state_dir = Path(dmn.get("state_dir", str, "/var/lib/callrec"))
     if not state_dir.is_absolute():
         raise ConfigError("daemon.state_dir: must be an absolute path")
+    node = dmn.get("node", str, "")[:64] or default_node(state_dir)
     disk_low_bytes = dmn.get("disk_low_bytes", int, 1 << 30)
     if disk_low_bytes < 0:
         raise ConfigError("daemon.disk_low_bytes: must be zero or more")
@@ -315,6 +319,8 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     if not 1 <= dsar_searches_per_hour <= 10_000:
         raise ConfigError("privacy.dsar_searches_per_hour: expected a whole number from 1 to 10000")
     priv.refuse_unknown()
+
+    archive, storage = _archive(top.table("archive"), top.table("storage"))
 
     regs = top.table("registers")
     registers: dict[str, Register] = {}
@@ -366,7 +372,75 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         session_lifetime=session_lifetime,
         session_idle_timeout=session_idle_timeout,
         refused_per_minute=refused_per_minute,
+        archive=archive,
+        storage=storage,
     )
+
+
+def _archive(arc: _Section, sto: _Section) -> tuple[ArchiveSettings, StorageSettings]:
+    fmt = arc.get("format", str, "opus")
+    if fmt not in FORMATS:
+        raise ConfigError(f"archive.format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    bitrate = arc.get("bitrate", int, 12000)
+    if not 6000 <= bitrate <= 64000:
+        raise ConfigError("archive.bitrate: expected bits per second from 6000 to 64000")
+    complexity = arc.get("complexity", int, 3)
+    if not 0 <= complexity <= 10:
+        raise ConfigError("archive.complexity: expected 0 to 10 (libopus)")
+    key_file = arc.get("key_file", str, "") or None
+    retired = arc.get("retired_key_files", list, [])
+    if not all(isinstance(p, str) and p for p in retired):
+        raise ConfigError("archive.retired_key_files: expected a list of file paths")
+    for name, path in [("key_file", key_file), *(("retired_key_files", p) for p in retired)]:
+        if path is not None and not Path(path).is_absolute():
+            raise ConfigError(f"archive.{name}: must be an absolute path")
+    archive = ArchiveSettings(
+        enabled=arc.get("enabled", bool, True),
+        format=fmt,
+        bitrate=bitrate,
+        complexity=complexity,
+        key_file=Path(key_file) if key_file else None,
+        retired_key_files=tuple(Path(p) for p in retired),
+    )
+    arc.refuse_unknown()
+    return archive, _storage(sto)
+
+
+def _storage(sto: _Section) -> StorageSettings:
+    backend = sto.get("backend", str, "filesystem")
+    path = Path(sto.get("path", str, "/var/lib/callrec/archive"))
+    if not path.is_absolute():
+        raise ConfigError("storage.path: must be an absolute path")
+    if backend == "filesystem":
+        sto.refuse_unknown()
+        return StorageSettings("filesystem", path)
+    if backend != "s3":
+        raise ConfigError(f'storage.backend: expected "filesystem" or "s3", got {backend!r}')
+    endpoint = sto.get("endpoint", str).rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError('storage.endpoint: expected an http(s) URL such as "https://s3.example.com"')
+    bucket = sto.get("bucket", str)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError("storage.bucket: 3-63 lower-case letters, digits, '.' and '-'")
+    prefix = sto.get("prefix", str, "")
+    if prefix and (prefix.startswith("/") or ".." in prefix or not prefix.endswith("/")):
+        raise ConfigError('storage.prefix: a relative folder ending in "/", e.g. "callrec/"')
+    lock = sto.get("object_lock", str, "")
+    if lock not in ("", "GOVERNANCE", "COMPLIANCE"):
+        raise ConfigError('storage.object_lock: expected "", "GOVERNANCE" or "COMPLIANCE"')
+    settings = StorageSettings(
+        "s3",
+        path,
+        endpoint=endpoint,
+        bucket=bucket,
+        region=sto.get("region", str, "us-east-1"),
+        prefix=prefix,
+        access_key=sto.secret("access_key"),
+        secret_key=sto.secret("secret_key"),
+        object_lock=lock,  # type: ignore[arg-type]
+    )
+    sto.refuse_unknown()
+    return settings
 
 
 def _with_password(dsn: str, password: str) -> str:

@@ -35,6 +35,11 @@ def _parts(relative: str) -> tuple[str, ...]:
 def open_beneath(root: Path, relative: str) -> IO[bytes]:
     """``root / relative`` opened for reading, or ``FileNotFoundError`` (missing) or
     ``NotBeneath`` (a symlink, ``..``, an absolute path, not a regular file)."""
+    return os.fdopen(open_fd_beneath(root, relative), "rb")
+
+
+def open_fd_beneath(root: Path, relative: str) -> int:
+    """``open_beneath`` as a bare descriptor (blocking mode), for ``os.pread`` readers."""
     parts = _parts(relative)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -61,7 +66,7 @@ def open_beneath(root: Path, relative: str) -> IO[bytes]:
         if not stat.S_ISREG(os.fstat(file_fd).st_mode):
             raise NotBeneath(errno.EINVAL, "not a regular file", relative)
         os.set_blocking(file_fd, True)
-        return os.fdopen(file_fd, "rb")
+        return file_fd
     except BaseException:
         os.close(file_fd)
         raise

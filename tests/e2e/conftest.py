@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import asyncpg
 import psycopg
 import pytest
 from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, ensure_root, free_port
 from tests.harness.daemon import DaemonProcess
 from tests.harness.driver import Driver
 from tests.harness.postgres import owner_of
+
+from callrec import config
+from callrec.archive import reading
+from callrec.archive.store import object_name
+from callrec.config import Settings
+from callrec.db import recordings
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +66,16 @@ class Daemon(DaemonProcess):
             time.sleep(0.05)
 
 
+def archive_key(state_dir: Path) -> Path:
+    """The key-encryption key of the daemons sharing ``state_dir``, made once."""
+    key = state_dir.parent / "archive.key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o600)
+    return key
+
+
 def write_config(
     path: Path,
     asterisk: Asterisk,
@@ -67,8 +86,10 @@ def write_config(
     state_dir: Path | None = None,
     extra: str = "",
 ) -> None:
-    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``)."""
+    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``). The archive is
+    encrypted, its key and store beside the state: runs that share a state share both."""
     state_dir = state_dir or path.parent / "state"
+    key_file = archive_key(state_dir)
     path.write_text(f"""
 [asterisk]
 ari_url = "{asterisk.ari_url}"
@@ -91,6 +112,10 @@ listen = "127.0.0.1:{free_port()}"
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
+[archive]
+key_file = "{key_file}"
+[storage]
+path = "{state_dir.parent / "archive"}"
 [registers.customer-service]
 direction = "inbound"
 retention = "6 months"
@@ -159,6 +184,46 @@ def wait_rows(dsn: str, count: int, timeout: float = 40, where: str = "TRUE") ->
             if len(rows) >= count or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
+
+
+def settings_of(daemon: Daemon) -> Settings:
+    return config.load(daemon.config_path)
+
+
+def wait_archived(dsn: str, row: dict[str, object], timeout: float = 30) -> dict[str, object]:
+    """The row once the archive step has its recording (the WAV is gone from then on)."""
+    found = wait_rows(dsn, 1, timeout=timeout, where=f"id = '{row['id']}' AND archived_at IS NOT NULL")
+    assert found, f"recording {row['id']} not archived in {timeout}s"
+    return found[0]
+
+
+def archived_audio(dsn: str, settings: Settings, recording_id: object) -> bytes:
+    """The decrypted archived audio, read as the API reads it (archive/reading.py)."""
+
+    async def read() -> bytes:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            record = await pool.fetchrow(recordings.SELECT + " WHERE r.id = $1", recording_id)
+            assert record is not None
+            rec = recordings.from_record(record)
+            sound = await reading.open_audio(
+                pool, rec, reading.open_archive(settings), settings.asterisk.recordings_dir
+            )
+            with sound:
+                return b"".join([b async for b in sound.read(0, sound.size - 1)])
+        finally:
+            await pool.close()
+
+    return asyncio.run(read())
+
+
+def audio_kind(settings: Settings, row: dict[str, object]) -> str | None:
+    """Where the row's audio is now: its WAV, its archive object, or nowhere (a lost call)."""
+    if (settings.asterisk.recordings_dir / str(row["file_path"])).exists():
+        return "wav"
+    if (settings.storage.path / object_name(uuid.UUID(str(row["id"])))).exists():
+        return "object"
+    return None
 
 
 def wait_no_channels(asterisk: Asterisk, timeout: float = 30) -> None:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import Daemon, start_daemon, wait_no_channels, wait_rows
-from tests.e2e.test_recording import assert_audio_file
+from tests.e2e.conftest import Daemon, settings_of, start_daemon, wait_no_channels, wait_rows
+from tests.e2e.test_recording import assert_audio
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
+
+from callrec.archive.store import object_name
 
 pytestmark = pytest.mark.e2e
 
@@ -37,14 +40,22 @@ def started(daemon: Daemon) -> list[dict[str, object]]:
     return lines
 
 
-def audio_files(asterisk: Asterisk) -> set[Path]:
-    return {p for p in asterisk.recordings_dir.rglob("*.wav")}
+def audio_files(daemon: Daemon) -> set[Path]:
+    """Every recording's audio this daemon can see: WAVs and archive objects."""
+    s = settings_of(daemon)
+    return {p for p in s.asterisk.recordings_dir.rglob("*.wav")} | {
+        p for p in s.storage.path.rglob("*") if p.is_file() and ".staging" not in p.parts
+    }
+
+
+def object_of(daemon: Daemon, row: dict[str, object]) -> Path:
+    return settings_of(daemon).storage.path / object_name(uuid.UUID(str(row["id"])))
 
 
 def test_sample_agi_context_records_the_call_once_through_agi(
     agi_daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
 ) -> None:
-    before = audio_files(asterisk)
+    before = audio_files(agi_daemon)
     driver.originate(
         "Local/0300@test-trunk-agi",
         context="test-customer-talk",
@@ -57,18 +68,18 @@ def test_sample_agi_context_records_the_call_once_through_agi(
     assert row["service_number"] == "0300"
     assert row["customer_number_masked"] == "+358401234***"
     assert row["agent_name"] == "alice"
-    assert_audio_file(asterisk, row)
+    assert_audio(agi_daemon, db_dsn, row)
     # Exactly one MixMonitor, and it went through AGI, not AMI.
     (line,) = started(agi_daemon)
     assert line["via"] == "agi" and line["call_id"] == row["call_id"]
-    assert audio_files(asterisk) - before == {asterisk.recordings_dir / str(row["file_path"])}
+    assert audio_files(agi_daemon) - before == {object_of(agi_daemon, row)}
     assert len(wait_rows(db_dsn, 2, timeout=1)) == 1
 
 
 def test_agi_follows_the_register_rules(
     agi_daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
 ) -> None:
-    before = audio_files(asterisk)
+    before = audio_files(agi_daemon)
     for service, register in (("0401", "customer-service"), ("0402", ""), ("0403", "not-configured")):
         driver.originate(
             f"Local/{service}@test-agi-register",
@@ -79,9 +90,9 @@ def test_agi_follows_the_register_rules(
     (row,) = wait_rows(db_dsn, 1)
     wait_no_channels(asterisk)
     assert row["service_number"] == "0401" and row["customer_number_masked"] == "0401112***"
-    assert_audio_file(asterisk, row)
+    assert_audio(agi_daemon, db_dsn, row)
     assert [line["via"] for line in started(agi_daemon)] == ["agi"]
-    assert audio_files(asterisk) - before == {asterisk.recordings_dir / str(row["file_path"])}
+    assert audio_files(agi_daemon) - before == {object_of(agi_daemon, row)}
     assert '"unknown_register"' in agi_daemon.log()
     assert len(wait_rows(db_dsn, 2, timeout=1)) == 1
 
@@ -99,5 +110,5 @@ def test_without_the_agi_endpoint_the_call_goes_on_and_the_event_mode_records_it
     (row,) = wait_rows(db_dsn, 1)
     wait_no_channels(asterisk)
     assert row["customer_number_masked"] == "0409998***" and row["agent_name"] == "alice"
-    assert_audio_file(asterisk, row)
+    assert_audio(daemon, db_dsn, row)
     assert [line["via"] for line in started(daemon)] == ["ami"]

@@ -37,6 +37,14 @@ CHECKS = [
     "database roles",
     "recordings_dir writable by asterisk",
     "recordings_dir usable by callrec",
+    "archive",
+    "archive encryption",
+    "archive store",
+    "archive keys",
+    "archive backlog",
+    "archive integrity",
+    "node",
+    "other nodes",
 ]
 
 
@@ -228,3 +236,24 @@ def test_database_unreachable(tmp_path: Path, asterisk: Asterisk) -> None:
     status, line = found["database"]
     assert status == "FAIL" and "cannot reach PostgreSQL" in line and "[database] dsn" in line, line
     assert found["database schema"][0] == found["database roles"][0] == "skip"
+
+
+def test_archive_without_a_key_warns_that_audio_is_unencrypted(
+    tmp_path: Path, asterisk: Asterisk, db_dsn: str
+) -> None:
+    code, found = run_check(config(tmp_path, asterisk, db_dsn, key_file=""))
+    assert code == 0  # a warning, not a failure: encryption is the operator's choice
+    status, line = found["archive encryption"]
+    assert status == "warn" and "callrec keys init" in line
+
+
+def test_archive_key_of_the_wrong_length_fails_in_one_line(
+    tmp_path: Path, asterisk: Asterisk, db_dsn: str
+) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"not 32 bytes\n")
+    code, found = run_check(config(tmp_path, asterisk, db_dsn, key_file=str(short)))
+    assert code == 1
+    status, line = found["archive encryption"]
+    assert status == "FAIL" and "holds 13 bytes, expected 32 random bytes" in line
+    assert statuses(found)["archive store"] == "skip"

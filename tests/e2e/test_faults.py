@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import start_daemon, wait_no_channels, wait_rows
+from tests.e2e.conftest import audio_kind, settings_of, start_daemon, wait_no_channels, wait_rows
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 from tests.harness.postgres import Cluster
@@ -70,7 +70,8 @@ def test_kill_9_while_20_calls_record(
     finally:
         assert second.stop() == 0
     lost, duplicates = check_rows(rows, services)
-    wavs = [p for p in asterisk.recordings_dir.rglob("*.wav") if p.stem in {str(r["id"]) for r in rows}]
+    # Each row's audio: its WAV, or its archive object once the archive step has it.
+    wavs = [r for r in rows if audio_kind(settings_of(second), r) is not None]
     figure(
         capsys,
         fault="kill -9 daemon",

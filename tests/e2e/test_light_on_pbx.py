@@ -8,7 +8,7 @@ import json
 import urllib.request
 
 import pytest
-from tests.e2e.conftest import Daemon, wait_rows
+from tests.e2e.conftest import Daemon, wait_archived, wait_rows
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 
@@ -37,5 +37,5 @@ def test_asterisk_sends_only_the_event_types_the_tracker_reads(
     log = daemon.log()
     assert "event filter refused" not in log and "event filter not set" not in log
     # The file's close came from inotify, not from a post-process command Asterisk would fork.
-    assert (asterisk.recordings_dir / str(row["file_path"])).exists()
+    assert wait_archived(db_dsn, row)["archived_at"] is not None
     assert "using marker files" not in log and "inotify unavailable" not in log

@@ -9,22 +9,54 @@ import array
 import hashlib
 import signal
 import subprocess
+import uuid
 import wave
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import Daemon, start_daemon, wait_no_channels, wait_rows
+from tests.e2e.conftest import (
+    Daemon,
+    archived_audio,
+    settings_of,
+    start_daemon,
+    wait_archived,
+    wait_no_channels,
+    wait_rows,
+)
 from tests.harness.asterisk import Asterisk
+from tests.harness.audio import decoded_pcm
 from tests.harness.driver import Driver
 from tests.harness.postgres import pg_bindir
 
+from callrec.archive.store import object_name
 from callrec.privacy import mask_number
 
 pytestmark = pytest.mark.e2e
 
 
-def assert_audio_file(asterisk: Asterisk, row: dict[str, object]) -> None:
+def assert_audio(daemon: Daemon, dsn: str, row: dict[str, object]) -> None:
+    """The recording ends archived and sealed: no WAV left, an object that is not Ogg and not
+    readable without the key, and, decrypted, Opus audio of the call's length that is not
+    silence."""
+    s = settings_of(daemon)
+    row = wait_archived(dsn, row)
+    assert row["encrypted"] is True and row["audio_format"] == "opus"
+    wav = s.asterisk.recordings_dir / str(row["file_path"])
+    assert not wav.exists() and not (wav.parent / (wav.name + ".done")).exists()
+    stored = (s.storage.path / object_name(uuid.UUID(str(row["id"])))).read_bytes()
+    assert b"OggS" not in stored and b"OpusHead" not in stored
+    data = archived_audio(dsn, s, row["id"])
+    assert data[:4] == b"OggS" and len(data) == row["file_size"]
+    assert hashlib.sha256(data).hexdigest() == row["sha256"]
+    samples = decoded_pcm(data)
+    loud = sum(1 for x in samples if abs(x) > 500)
+    assert loud > len(samples) * 0.05, "the recording is (nearly) silent"
+    assert abs(len(samples) / 8000 - float(row["duration_seconds"])) < 1.5  # type: ignore[arg-type]
+
+
+def assert_wav(asterisk: Asterisk, row: dict[str, object]) -> None:
+    """MixMonitor's WAV as the row describes it (before the archive step has it)."""
     path = asterisk.recordings_dir / str(row["file_path"])
     data = path.read_bytes()
     assert len(data) == row["file_size"]
@@ -58,7 +90,7 @@ def test_inbound_call_bridged_to_agent(
     assert row["retain_until"] - row["ended_at"] >= timedelta(days=180)  # type: ignore[operator]
     path = str(row["file_path"])
     assert path.endswith(f"/{row['id']}.wav") and not path.startswith("/")
-    assert_audio_file(asterisk, row)
+    assert_audio(daemon, db_dsn, row)
     assert '"recording stored"' in daemon.log()
 
 
@@ -73,13 +105,15 @@ def test_outbound_rings_before_answer_and_ringing_is_not_recorded(
     assert row["service_number"] == "0201234567"
     # 3 s of ringing are not in it: the recording is the 4 s of talk.
     assert abs(float(row["duration_seconds"]) - 4.0) < 1.5  # type: ignore[arg-type]
-    assert_audio_file(asterisk, row)
+    assert_audio(daemon, db_dsn, row)
 
 
 def test_unrecorded_line_leaves_no_row_and_no_file(
     daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
 ) -> None:
-    before = {p for p in asterisk.recordings_dir.rglob("*") if p.is_file()}
+    storage = settings_of(daemon).storage.path
+    before = {p for p in storage.rglob("*") if p.is_file()}
+    wavs = {p for p in asterisk.recordings_dir.rglob("*") if p.is_file()}
     # An internal call (no CALLREC_REGISTER) beside a recorded one, at the same time.
     driver.originate("Local/alice@callrec-internal", context="test-customer-talk", variables={"__TALK": "3"})
     driver.inbound("0301", "0401112222", talk=3)
@@ -87,8 +121,10 @@ def test_unrecorded_line_leaves_no_row_and_no_file(
     wait_no_channels(asterisk)
     rows = wait_rows(db_dsn, 2, timeout=1)
     assert [r["service_number"] for r in rows] == ["0301"]
-    after = {p for p in asterisk.recordings_dir.rglob("*") if p.is_file()}
-    assert after - before == {asterisk.recordings_dir / str(rows[0]["file_path"])}
+    wait_archived(db_dsn, rows[0])
+    after = {p for p in storage.rglob("*") if p.is_file()}
+    assert after - before == {storage / object_name(uuid.UUID(str(rows[0]["id"])))}
+    assert {p for p in asterisk.recordings_dir.rglob("*") if p.is_file()} - wavs == set(), "a WAV was left"
 
 
 HOSTILE = {
@@ -115,7 +151,7 @@ def test_strange_caller_ids_several_calls_at_once(
     for service, number in HOSTILE.items():
         row = by_service[service]
         assert row["customer_number_masked"] == mask_number(number), service
-        assert_audio_file(asterisk, row)
+        assert_audio(daemon, db_dsn, row)
     wait_no_channels(asterisk)
 
     # The full numbers are nowhere: not in the database, the log, or a file name.
@@ -123,7 +159,8 @@ def test_strange_caller_ids_several_calls_at_once(
         [str(pg_bindir() / "pg_dump"), "--data-only", db_dsn], capture_output=True, check=True
     ).stdout.decode()
     log = daemon.log()
-    names = "\n".join(str(p) for p in asterisk.recordings_dir.rglob("*"))
+    storage = settings_of(daemon).storage.path
+    names = "\n".join(str(p) for d in (asterisk.recordings_dir, storage) for p in d.rglob("*"))
     for number in HOSTILE.values():
         digits = "".join(c for c in number if c.isdigit())
         if len(digits) <= 3:
@@ -155,4 +192,5 @@ def test_sigterm_drains_calls_being_recorded(
     (row,) = wait_rows(db_dsn, 1, timeout=0)
     assert abs(float(row["duration_seconds"]) - 4.0) < 1.5  # type: ignore[arg-type]
     assert '"draining recordings"' in d.log() and '"callrec stopped"' in d.log()
-    assert_audio_file(asterisk, row)
+    if row["archived_at"] is None:  # the drain waits for rows, not for the archive step
+        assert_wav(asterisk, row)

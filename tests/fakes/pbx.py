@@ -47,6 +47,8 @@ enabled = false
 [daemon]
 state_dir = "{work / "state"}"
 file_wait_timeout = {file_wait_timeout}
+[storage]
+path = "{work / "archive"}"
 [registers.customer-service]
 direction = "inbound"
 retention = "1 month"

@@ -55,21 +55,32 @@ def main() -> int:
         rows = wait_rows(dsn, 2, timeout=60)
         wait_no_channels(asterisk)
         driver.close()
-        print(f"\n{len(rows)} rows in {time.monotonic() - t0:.1f}s (the internal call is not recorded):\n")
+        # The archive step follows the row: Opus, sealed, the WAV deleted (docs/archive.md).
+        archived = wait_rows(dsn, 2, timeout=60, where="archived_at IS NOT NULL")
+        print(
+            f"\n{len(rows)} rows in {time.monotonic() - t0:.1f}s, {len(archived)} archived"
+            " (the internal call is not recorded):\n"
+        )
         with psycopg.connect(dsn) as conn:
             cur = conn.execute(
                 "SELECT register_name, direction, to_char(started_at, 'HH24:MI:SS') AS started,"
                 " duration_seconds AS secs, service_number, customer_number_masked, agent_name,"
-                " file_size, left(sha256, 12) AS sha256, retain_until::date, file_path"
-                " FROM recordings ORDER BY started_at"
+                " audio_format AS format, encrypted, file_size, left(sha256, 12) AS sha256,"
+                " retain_until::date FROM recordings ORDER BY started_at"
             )
             cols = [c.name for c in cur.description or []]
             table = [cols] + [[str(v) for v in r] for r in cur.fetchall()]
         widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
         for r in table:
             print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-        print(f"\nrecordings under {asterisk.recordings_dir}")
-        return 0 if len(rows) == 2 else 1
+        objects = sorted(
+            p for p in (work / "archive").rglob("*") if p.is_file() and ".staging" not in p.parts
+        )
+        print(f"\narchived objects under {work / 'archive'} (sealed: not Ogg without the key):")
+        for p in objects:
+            head = p.read_bytes()[:8]
+            print(f"  {p.relative_to(work / 'archive')}  {p.stat().st_size} bytes, starts {head!r}")
+        return 0 if len(rows) == 2 and len(archived) == 2 else 1
     finally:
         if daemon is not None:
             daemon.stop()

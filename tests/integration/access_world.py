@@ -26,6 +26,9 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from callrec.access import people
+from callrec.archive.crypto import new_kek_file
+from callrec.archive.reading import open_archive
+from callrec.archive.settings import ArchiveSettings, StorageSettings
 from callrec.config import AsteriskSettings, Register, Retention, Settings
 from callrec.db import recordings
 from callrec.http.api import build_api
@@ -123,7 +126,15 @@ def settings(recordings_dir: Path, dsn: str, key: bytes | None = None) -> Settin
         log_level="info",
         node="test-node",
         number_hmac_key=key,
+        archive=ArchiveSettings(key_file=_kek(recordings_dir.parent / "archive.key")),
+        storage=StorageSettings(path=recordings_dir.parent / "archive"),
     )
+
+
+def _kek(path: Path) -> Path:
+    if not path.exists():
+        new_kek_file(path)
+    return path
 
 
 def write_wav(path: Path, seconds: float = 1.0, seed: int = 0) -> tuple[int, str]:
@@ -216,7 +227,7 @@ async def world(
         for name, (role, sup, agent_id) in PEOPLE.items():
             await people.add_user(pool, name, role, supervisor=sup, agent_id=agent_id)
         s = replace(settings(recordings_dir, db_dsn, key), **overrides)
-        server = TestServer(build_api(pool, s))
+        server = TestServer(build_api(pool, s, open_archive(s)))
         client = TestClient(server)
         await client.start_server()
         try:

@@ -12,8 +12,11 @@ from callrec.db import recordings
 from callrec.recording.facts import COLUMNS, Parties, Recording, StartRecording, json_schema
 
 # Columns of `recordings` that no Recording field carries: the legal hold's explanation (read
-# through retention/holds), and the row's own creation time.
-NOT_IN_THE_RECORD = {"hold_reason", "hold_by", "hold_at", "hold_until", "created_at"}
+# through retention/holds), the row's own creation time, and `callrec verify`'s last result.
+NOT_IN_THE_RECORD = {
+    *("hold_reason", "hold_by", "hold_at", "hold_until", "created_at"),
+    *("verified_at", "verify_error"),
+}
 
 
 def a_recording(n: int = 1) -> Recording:

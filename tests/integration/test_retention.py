@@ -461,11 +461,37 @@ async def test_two_nodes_sweep_at_once(pool: asyncpg.Pool, tmp_path: Path, db_ds
     rows_b = [await add(pool, b, age_days=200 + i % 5) for i in range(40)]
     ra, rb = await asyncio.gather(Sweeper(pool, a).run_pass(), Sweeper(pool, b).run_pass())
     assert not ra.skipped and not rb.skipped  # other nodes never wait for each other
-    assert ra.total.count == 40 and rb.total.count == 40
+    # Each node claims from the whole register: every row left it in that one pass, and a
+    # file the claimer cannot reach waits for its node (row and key gone already).
+    assert await ids(pool) == set()
+    ra2, rb2 = await asyncio.gather(Sweeper(pool, a).run_pass(), Sweeper(pool, b).run_pass())
+    assert ra2.waiting == rb2.waiting == 0
+    assert sum(r.total.count for r in (ra, rb, ra2, rb2)) == 80
     logged = [r["recording_id"] for r in await log_rows(pool)]
-    assert len(logged) == len(set(logged)) == 80
+    assert len(logged) == len(set(logged)) == 80  # none destroyed or logged twice
     nodes = {r["recording_id"]: r["node"] for r in await log_rows(pool)}
     assert all(nodes[r.id] == "a" for r in rows_a) and all(nodes[r.id] == "b" for r in rows_b)
+    assert not any(exists(a, r) for r in rows_a) and not any(exists(b, r) for r in rows_b)
+
+
+async def test_a_row_of_a_node_no_callrec_serves_leaves_the_register_on_time(
+    pool: asyncpg.Pool, tmp_path: Path, db_dsn: str
+) -> None:
+    """A renamed host, a retired PBX, rows with the column's default node '': the row and its
+    key go when their window ends; the file's deletion waits for its node, counted."""
+    gone = settings_for(tmp_path, db_dsn, node="retired-pbx")
+    a = settings_for(tmp_path, db_dsn, node="a")
+    row = await add(pool, gone, age_days=200)
+    blank = await add(pool, gone, age_days=200, node="")
+    report = await Sweeper(pool, a).run_pass()
+    assert await ids(pool) == set() and report.waiting == 2 and report.total.count == 0
+    assert REGISTRY.get_sample_value("callrec_disposals_waiting_for_other_nodes") == 2
+    pending = {r["recording_id"]: r["node"] for r in await pool.fetch("SELECT * FROM disposal_pending")}
+    assert pending == {row.id: "retired-pbx", blank.id: ""}
+    # A later pass on the retired host (its name pinned in its state) finishes its own file.
+    report = await Sweeper(pool, gone).run_pass()
+    assert report.total.count == 1 and not exists(gone, row)
+    assert {r["name"] for r in await pool.fetch("SELECT name FROM nodes")} == {"a", "retired-pbx"}
 
 
 async def test_two_passes_of_one_node_at_once(pool: asyncpg.Pool, tmp_path: Path, db_dsn: str) -> None:
@@ -483,7 +509,7 @@ async def test_racing_finishers_log_once(pool: asyncpg.Pool, s: Settings) -> Non
     from callrec.retention.queries import claim_expired, finish_disposals
 
     row = await add(pool, s, age_days=200)
-    [disposal] = await claim_expired(pool, s.node, 10)
+    [disposal] = await claim_expired(pool, 10)
     async with pool.acquire() as c1, pool.acquire() as c2:
         tx = c1.transaction()
         await tx.start()

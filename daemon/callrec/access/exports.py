@@ -12,18 +12,21 @@ import re
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from callrec.access import policy as access
+from callrec.archive.settings import EXTENSIONS
 from callrec.privacy import redact
 from callrec.recording.facts import Recording
-from callrec.safe_open import NotBeneath
+
+Source = Callable[[Recording], Iterator[bytes]]
+"""A recording's audio as the recipient gets it (archive/reading.py), block by block; raises
+``IntegrityError`` when it is missing or fails its check."""
 
 MAX_RECORDINGS = 1000
 _CASE_REFERENCE = re.compile(r"^[A-Za-z0-9 ./:_#()-]{1,100}$")
@@ -86,12 +89,12 @@ def parse_ids(values: Any) -> list[uuid.UUID]:
 
 
 def _member(rec: Recording) -> str:
-    return f"audio/{rec.started_at:%Y%m%dT%H%M%SZ}_{rec.id}{Path(rec.file_path).suffix}"
+    return f"audio/{rec.started_at:%Y%m%dT%H%M%SZ}_{rec.id}{EXTENSIONS[rec.audio_format]}"
 
 
 def build(
     recordings: Sequence[Recording],
-    recordings_dir: Path,
+    source: Source,
     disclosure: Disclosure,
     *,
     exported_by: str,
@@ -108,14 +111,8 @@ def build(
                 digest = hashlib.sha256()
                 info = zipfile.ZipInfo(name, date_time=rec.started_at.utctimetuple()[:6])
                 # Audio is stored, not deflated: it barely shrinks and hashing dominates.
-                try:
-                    src = access.open_audio(rec, recordings_dir)
-                except FileNotFoundError:
-                    raise IntegrityError(f"recording {rec.id}: the audio file is missing") from None
-                except NotBeneath:
-                    raise IntegrityError(f"recording {rec.id}: the audio path leads through a link") from None
-                with src, zf.open(info, "w") as dst:
-                    while chunk := src.read(1 << 20):
+                with zf.open(info, "w") as dst:
+                    for chunk in source(rec):
                         digest.update(chunk)
                         dst.write(chunk)
                 if digest.hexdigest() != rec.sha256:

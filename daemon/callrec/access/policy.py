@@ -14,15 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from callrec.access.people import Principal, Role, team_agent_ids
 from callrec.db import recordings
 from callrec.db.pool import Db
 from callrec.privacy import redact
 from callrec.recording.facts import Recording, View
-from callrec.safe_open import open_beneath
 
 
 class Action(StrEnum):
@@ -100,13 +98,6 @@ async def grant(db: Db, principal: Principal, action: Action) -> Grant:
 def as_json(rec: Recording, role: Role) -> dict[str, Any]:
     """What this role gets of a recording: its view of the metadata, and audio only if it may play."""
     return rec.to_json(VIEWS[role], audio=allowed(role, Action.PLAY))
-
-
-def open_audio(rec: Recording, recordings_dir: Path) -> IO[bytes]:
-    """The recording's file, opened beneath recordings_dir without following any link
-    (``callrec.safe_open``). Blocking: run it in a thread. ``FileNotFoundError`` when it is
-    missing, ``safe_open.NotBeneath`` when the path leads anywhere else."""
-    return open_beneath(recordings_dir, rec.file_path)
 
 
 # Every read for the API goes through this WHERE: the grant's reach, in SQL.

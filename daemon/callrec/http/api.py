@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import uuid
-from pathlib import PurePosixPath
 from typing import Any
 
 import asyncpg
@@ -20,6 +19,8 @@ from aiohttp import web
 from callrec.access import audit, dsar, exports
 from callrec.access import policy as access
 from callrec.access.policy import Action
+from callrec.archive.reading import Archive, Audio
+from callrec.archive.settings import EXTENSIONS
 from callrec.config import Settings
 from callrec.db.pool import DbPool
 from callrec.http import audio, core, openapi, throttle
@@ -27,19 +28,20 @@ from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
 from callrec.privacy import redact
+from callrec.recording.facts import Recording
 from callrec.retention import holds as retention
-from callrec.safe_open import NotBeneath
 
 # Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
 MAX_BODY = 128 * 1024
 
 
-def build_api(pool: DbPool, settings: Settings) -> web.Application:
+def build_api(pool: DbPool, settings: Settings, archive: Archive | None = None) -> web.Application:
     """The application for ``[api] listen``. Serve it with ``web.AppRunner(app, access_log=None)``:
     the middleware logs one line per request without tokens or query strings."""
     app = web.Application(middlewares=[serving.audited], client_max_size=MAX_BODY)
     app[serving.POOL] = pool
     app[serving.SETTINGS] = settings
+    app[serving.ARCHIVE] = archive
     app[serving.ROUTES] = {}
     app[serving.ERRORS] = _refusal
     refused = app[serving.THROTTLE] = throttle.Throttle(settings.refused_per_minute)
@@ -142,36 +144,32 @@ async def _audio(request: web.Request) -> web.StreamResponse:
     request[serving.ENTRY].action = action.value
     g = await access.grant(serving.pool(request), who, action)
     rec = await access.get(serving.pool(request), g, recording_id(request))
-    root, path = serving.settings(request).asterisk.recordings_dir, PurePosixPath(rec.file_path)
+    with await core.open_audio(request, rec) as sound:
+        return await _send_audio(request, rec, action, sound)
+
+
+async def _send_audio(
+    request: web.Request, rec: Recording, action: Action, sound: Audio
+) -> web.StreamResponse:
+    size = sound.size
+    etag = f'"{rec.sha256}"'
+    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Type": sound.content_type}
+    if action is Action.DOWNLOAD:
+        headers["Content-Disposition"] = f'attachment; filename="{rec.id}{EXTENSIONS[rec.audio_format]}"'
+    # RFC 9110 section 13.1.5: a stale validator in If-Range means "send it all".
+    if_range = request.headers.get("If-Range")
     try:
-        f, size = await audio.open_file(functools.partial(access.open_audio, rec, root))
-    except NotBeneath as exc:
-        # A link planted in recordings_dir: never followed (docs/privacy.md); said in the log.
-        serving.log.error("audio path refused", recording_id=str(rec.id), why=exc.strerror)
-        raise ApiError(404, "audio_missing", "the recording's audio file is not on this server") from None
-    except FileNotFoundError:
-        raise ApiError(404, "audio_missing", "the recording's audio file is not on this server") from None
-    try:
-        etag = f'"{rec.sha256}"'
-        headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Type": audio.content_type(path)}
-        if action is Action.DOWNLOAD:
-            headers["Content-Disposition"] = f'attachment; filename="{rec.id}{path.suffix}"'
-        # RFC 9110 section 13.1.5: a stale validator in If-Range means "send it all".
-        if_range = request.headers.get("If-Range")
-        try:
-            rng = audio.parse_range(request.headers.get("Range"), size) if if_range in (None, etag) else None
-        except audio.Unsatisfiable:
-            raise ApiError(
-                416, "range", "unsatisfiable range", headers={"Content-Range": f"bytes */{size}"}
-            ) from None
-        if rng is None:
-            await serving.commit(request, 200, bytes=size)
-            return await serving.stream(request, f, 0, size, 200, headers)
-        headers["Content-Range"] = rng.content_range(size)
-        await serving.commit(request, 206, range=headers["Content-Range"])
-        return await serving.stream(request, f, rng.start, rng.length, 206, headers)
-    finally:
-        f.close()
+        rng = audio.parse_range(request.headers.get("Range"), size) if if_range in (None, etag) else None
+    except audio.Unsatisfiable:
+        raise ApiError(
+            416, "range", "unsatisfiable range", headers={"Content-Range": f"bytes */{size}"}
+        ) from None
+    if rng is None:
+        await serving.commit(request, 200, bytes=size)
+        return await serving.stream(request, sound, 0, size, 200, headers)
+    headers["Content-Range"] = rng.content_range(size)
+    await serving.commit(request, 206, range=headers["Content-Range"])
+    return await serving.stream(request, sound, rng.start, rng.length, 206, headers)
 
 
 async def _retention_action(request: web.Request, action: Action) -> tuple[DbPool, uuid.UUID, dict[str, Any]]:
@@ -209,8 +207,16 @@ async def _erase(request: web.Request) -> web.StreamResponse:
     reason = _reason(body, required=True)
     assert reason is not None
     request[serving.ENTRY].detail.update({"reason": reason})
-    by, write = serving.principal(request).name, serving.audit_in_transaction(request)
-    destroyed = await retention.erase(db, serving.settings(request), rid, reason=reason, by=by, audit=write)
+    archive = serving.archive(request)
+    destroyed = await retention.erase(
+        db,
+        serving.settings(request),
+        rid,
+        reason=reason,
+        by=serving.principal(request).name,
+        store=archive.store if archive is not None else None,
+        audit=serving.audit_in_transaction(request),
+    )
     return json_response({"id": rid, "erased": True, "bytes_destroyed": destroyed})
 
 
@@ -240,9 +246,8 @@ async def _dsar(request: web.Request) -> web.StreamResponse:
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
-    recordings_dir = serving.settings(request).asterisk.recordings_dir
     read = functools.partial(_body, request)
-    exported = await core.export(serving.pool(request), serving.principal(request), recordings_dir, read)
+    exported = await core.export(request, serving.principal(request), read)
     return await core.send_export(request, exported)
 
 

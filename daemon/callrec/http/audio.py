@@ -1,4 +1,4 @@
-"""Serving an audio file with HTTP Range (RFC 9110 section 14), so a browser player can seek.
+"""Parsing HTTP Range for the audio endpoint (RFC 9110 section 14), so a browser player can seek.
 
 One byte range per response: ``first-last``, ``first-`` and the suffix ``-n``. Several ranges
 in one header are ignored and the whole file is sent (section 14.2 allows ignoring Range;
@@ -8,15 +8,8 @@ browsers never ask for several). A malformed or unsatisfiable byte range answers
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import IO
-
-from aiohttp import web
 
 CHUNK = 256 * 1024
 # 18 digits: any file size fits; a longer number is malformed (416), never parsed.
@@ -68,35 +61,3 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if end < start or start >= size:
         raise Unsatisfiable(header)
     return ByteRange(start, min(end, size - 1))
-
-
-def content_type(path: PurePath) -> str:
-    return _TYPES.get(path.suffix.lower(), "application/octet-stream")
-
-
-async def open_file(opener: Callable[[], IO[bytes]]) -> tuple[IO[bytes], int]:
-    """Open (``opener``, blocking) and stat in one go, so the size and the bytes sent are of
-    the same file."""
-
-    def _open() -> tuple[IO[bytes], int]:
-        f = opener()
-        try:
-            return f, os.fstat(f.fileno()).st_size
-        except BaseException:
-            f.close()
-            raise
-
-    return await asyncio.to_thread(_open)
-
-
-async def send(resp: web.StreamResponse, f: IO[bytes], start: int, length: int) -> None:
-    """Copy ``length`` bytes from ``start``; reads go to a thread so a slow disk never stalls
-    the event loop that also watches Asterisk."""
-    await asyncio.to_thread(f.seek, start)
-    left = length
-    while left > 0:
-        chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
-        if not chunk:
-            break  # the file shrank under us; the client sees a short body
-        await resp.write(chunk)
-        left -= len(chunk)

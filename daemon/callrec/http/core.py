@@ -12,25 +12,36 @@ refused without a word about the body it sent (docs/api.md#errors).
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import structlog
 from aiohttp import web
 
 from callrec.access import dsar, exports
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.access.policy import Action
+from callrec.archive import reading
+from callrec.archive.crypto import CorruptObject
+from callrec.archive.keys import MissingKey
+from callrec.archive.reading import Archive, Audio
+from callrec.archive.store import StoreError
 from callrec.db.pool import Db, DbPool
 from callrec.http import middleware as serving
-from callrec.http.middleware import BadParam, int_param, time_param
+from callrec.http.middleware import ApiError, BadParam, int_param, time_param
+from callrec.ops import metrics
 from callrec.privacy import number_hmac, redact
 from callrec.recording.facts import Recording
 from callrec.retention import holds
+
+log = structlog.get_logger("callrec.api")
+T = TypeVar("T")
 
 MAX_PAGE = 1000
 _DSAR_LOCK = 0x44534152  # "DSAR": with the user id, one advisory lock per person
@@ -142,9 +153,63 @@ async def dsar_search(
     return DsarFound(at, window, result, detail)
 
 
-async def export(db: Db, who: Principal, recordings_dir: Path, read: ReadFields) -> Exported:
+async def open_audio(request: web.Request, rec: Recording) -> Audio:
+    """The recording's audio as served, or the API error that says why it cannot be."""
+    recordings_dir = serving.settings(request).asterisk.recordings_dir
+    try:
+        return await reading.open_audio(serving.pool(request), rec, serving.archive(request), recordings_dir)
+    except FileNotFoundError:
+        raise ApiError(404, "audio_missing", "the recording's audio is not on this server") from None
+    except MissingKey as exc:
+        log.error("archived audio cannot be decrypted", recording_id=str(rec.id), error=str(exc)[:200])
+        raise ApiError(
+            503, "audio_key_unavailable", "the key to decrypt this recording is not configured"
+        ) from None
+    except (StoreError, CorruptObject) as exc:
+        log.error("archived audio cannot be read", recording_id=str(rec.id), error=str(exc)[:200])
+        raise ApiError(
+            503, "audio_unavailable", "the archive store cannot serve this recording now"
+        ) from None
+
+
+def _blocks(db: Db, archive: Archive | None, recordings_dir: Path) -> exports.Source:
+    """The audio of each recording for ``exports.build``, which runs in a worker thread: each
+    block is read on the event loop (the store is asynchronous) and handed over."""
+    loop = asyncio.get_running_loop()
+
+    def on_loop(aw: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(_await(aw), loop).result()
+
+    def blocks(rec: Recording) -> Iterator[bytes]:
+        try:
+            sound = on_loop(reading.open_audio(db, rec, archive, recordings_dir))
+        except FileNotFoundError:
+            raise exports.IntegrityError(f"recording {rec.id}: the audio is missing") from None
+        except (MissingKey, StoreError, CorruptObject) as exc:
+            raise exports.IntegrityError(f"recording {rec.id}: {exc}") from None
+        with sound:
+            it = sound.read(0, sound.size - 1)
+            while True:
+                try:
+                    yield on_loop(it.__anext__())
+                except StopAsyncIteration:
+                    return
+                except CorruptObject as exc:
+                    metrics.ARCHIVE_CORRUPT.labels(where="export").inc()
+                    raise exports.IntegrityError(f"recording {rec.id}: {exc}") from None
+
+    return blocks
+
+
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+async def export(request: web.Request, who: Principal, read: ReadFields) -> Exported:
     """``read`` gives recording_ids, recipient, legal_basis, case_reference. The caller must
     send the bundle with ``send_export``, which closes it."""
+    db = serving.pool(request)
+    source = _blocks(db, serving.archive(request), serving.settings(request).asterisk.recordings_dir)
     g = await access.grant(db, who, Action.EXPORT)
     fields = await _read(read)
     ids = exports.parse_ids(fields.get("recording_ids"))
@@ -154,7 +219,7 @@ async def export(db: Db, who: Principal, recordings_dir: Path, read: ReadFields)
     recordings = await access.get_many(db, g, ids)
     now = datetime.now(UTC)
     bundle = await asyncio.to_thread(
-        exports.build, recordings, recordings_dir, disclosure, exported_by=who.name, exported_at=now
+        exports.build, recordings, source, disclosure, exported_by=who.name, exported_at=now
     )
     detail = disclosure.to_json() | {
         "recording_ids": [str(i) for i in ids],
@@ -176,6 +241,8 @@ async def send_export(request: web.Request, exported: Exported) -> web.StreamRes
             ),
             "X-Callrec-Bundle-SHA256": bundle.sha256,
         }
-        return await serving.stream(request, bundle.file, 0, bundle.size, 200, headers)
+        sound = reading.from_fd(os.dup(bundle.file.fileno()), "application/zip")
+        with sound:
+            return await serving.stream(request, sound, 0, bundle.size, 200, headers)
     finally:
         bundle.file.close()

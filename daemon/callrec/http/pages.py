@@ -201,6 +201,5 @@ async def _export(request: web.Request) -> web.StreamResponse:
             name: form.get(name) for name in ("recipient", "legal_basis", "case_reference")
         }
 
-    recordings_dir = serving.settings(request).asterisk.recordings_dir
-    exported = await core.export(serving.pool(request), serving.principal(request), recordings_dir, read)
+    exported = await core.export(request, serving.principal(request), read)
     return await core.send_export(request, exported)

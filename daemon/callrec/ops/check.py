@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ import aiohttp
 import asyncpg
 
 from callrec import config
+from callrec.archive import check as archive_check
 from callrec.asterisk.ami_session import AmiSession
 from callrec.asterisk.ari_events import (
     LINKEDID,
@@ -38,6 +40,7 @@ from callrec.db import grants, migrations
 from callrec.db.pool import Db, Store, StoreUnavailable
 from callrec.ops import check_dirs
 from callrec.ops.check_result import Result, error_text
+from callrec.retention import node_check
 
 EXIT_FAILED = 1
 
@@ -65,6 +68,7 @@ class Checker:
         self._ari_info: dict[str, Any] | None = None
         self._ari_channels: list[Any] | None = None
         self._ami: AmiSession | None = None
+        self._schema_ok = False
 
     async def results(self) -> AsyncIterator[Result]:
         yield Result("ok", "config", str(self.config_path))
@@ -77,6 +81,8 @@ class Checker:
                 yield result
             yield await self._guard("recordings_dir writable by asterisk", self.check_dir_for_asterisk)
             yield await self._guard("recordings_dir usable by callrec", self.check_dir_for_daemon)
+            async for result in self._archive():
+                yield result
         finally:
             if self._ami is not None:
                 await self._ami.close()
@@ -273,9 +279,25 @@ class Checker:
                 )
             else:
                 yield Result("ok", "database schema", "every migration applied")
+                self._schema_ok = True
             yield await database_roles(self.settings, store.pool)
         finally:
             await store.close()
+
+    async def _archive(self) -> AsyncIterator[Result]:
+        store = None
+        if self._schema_ok:
+            with contextlib.suppress(Exception):  # said by the database lines already
+                store = await Store.connect(self.settings.database_dsn, timeout=self.timeout)
+        try:
+            db = store.pool if store else None
+            async for result in archive_check.results(self.settings, db):
+                yield result
+            async for result in node_check.results(self.settings, db):
+                yield result
+        finally:
+            if store is not None:
+                await store.close()
 
     # -- recordings_dir (ops/check_dirs.py) ------------------------------------------------------
 

@@ -14,7 +14,7 @@ BUILD_INFO = Info("callrec_build", "Version of the running daemon.", registry=RE
 CONNECTION_UP = Gauge(
     "callrec_connection_up",
     "1 while the connection is established and logged in, else 0.",
-    ["connection"],  # ari | ami | database
+    ["connection"],  # ari | ami | database | store
     registry=REGISTRY,
 )
 RECONNECTS = Counter(
@@ -141,6 +141,54 @@ RETENTION_LAST_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
+DISPOSALS_WAITING = Gauge(
+    "callrec_disposals_waiting_for_other_nodes",
+    "Destroyed recordings (row and key gone) whose file only another node can delete.",
+    registry=REGISTRY,
+)
+DISPOSALS_WAITING_OLDEST = Gauge(
+    "callrec_disposals_waiting_oldest_seconds",
+    "Age of the oldest of those; grows while their node is gone (a renamed or retired host).",
+    registry=REGISTRY,
+)
+
+# --- archive (docs/archive.md) ---------------------------------------------------------------
+ARCHIVE_BACKLOG = Gauge(
+    "callrec_archive_backlog",
+    "Recordings whose WAV waits for the archive step (database or store down, a burst).",
+    registry=REGISTRY,
+)
+ARCHIVE_OLDEST_SECONDS = Gauge(
+    "callrec_archive_oldest_seconds",
+    "Age of the oldest recording waiting for the archive step; 0 when none waits.",
+    registry=REGISTRY,
+)
+ARCHIVED = Counter(
+    "callrec_archived_total",
+    "Recordings archived (transcoded, sealed, stored, read back, WAV deleted).",
+    ["format"],
+    registry=REGISTRY,
+)
+ARCHIVE_SECONDS = Histogram(
+    "callrec_archive_seconds",
+    "Wall time of one archive step, WAV to confirmed object.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+ARCHIVE_FAILURES = Counter(
+    "callrec_archive_failures_total",
+    "Archive attempts that failed: store or database down (retried), or a WAV that cannot be"
+    " archived (kept as it is).",
+    ["reason"],  # store | database | bad_audio | no_file | readback
+    registry=REGISTRY,
+)
+ARCHIVE_CORRUPT = Counter(
+    "callrec_archive_corrupt_total",
+    "Archived objects that failed their check (authentication tag, size or sha256) when read.",
+    ["where"],  # serve | verify | export
+    registry=REGISTRY,
+)
+
 # --- operations -------------------------------------------------------------------------------
 RETENTION_INTERVAL = Gauge(
     "callrec_retention_interval_seconds",
@@ -158,6 +206,10 @@ def init_series(registers: Iterable[str], retention_interval: float) -> None:
     for register in registers:
         RECORDINGS_STARTED.labels(register=register)
         RECORDINGS_COMPLETED.labels(register=register)
-    for connection in ("ari", "ami", "database"):
+    for connection in ("ari", "ami", "database", "store"):
         CONNECTION_UP.labels(connection=connection)
+    for reason in ("store", "database", "bad_audio", "no_file", "readback"):
+        ARCHIVE_FAILURES.labels(reason=reason)
+    for where in ("serve", "verify", "export"):
+        ARCHIVE_CORRUPT.labels(where=where)
     RETENTION_INTERVAL.set(retention_interval)

@@ -113,6 +113,17 @@ class Recording:
     retain_until: datetime | None = field(default=None, metadata=_col(_TIME, written=False))
     """Set by the database on insert: ended_at + the register's retention."""
     legal_hold: bool = field(default=False, metadata=_col({"type": "boolean"}, written=False))
+    audio_format: str = field(
+        default="wav",
+        metadata=_col({"type": "string", "enum": ["wav", "opus", "flac"]}, "format", written=False),
+    )
+    """The audio as served: MixMonitor's WAV until archived, then ``[archive] format``."""
+    archived_at: datetime | None = field(
+        default=None, metadata=_col({"type": ["string", "null"], "format": "date-time"}, written=False)
+    )
+    """Set by the archive step (archive/pipeline.py); ``None``: the WAV in recordings_dir."""
+    encrypted: bool = field(default=False, metadata=_col({"type": "boolean"}, written=False))
+    """Sealed with a data key of its own (docs/archive.md)."""
     agent_user: str | None = field(
         default=None,
         metadata=_col(
@@ -165,7 +176,7 @@ class Recording:
         """The inverse of ``orjson.dumps(recording)`` (the journal's outbox)."""
         d = dict(d)
         d["id"] = uuid.UUID(d["id"])
-        for name in ("started_at", "ended_at", "retain_until"):
+        for name in ("started_at", "ended_at", "retain_until", "archived_at"):
             if d.get(name) is not None:
                 d[name] = datetime.fromisoformat(d[name])
         return cls(**d)

@@ -7,6 +7,9 @@ Two tables make "nothing lost" hold through a kill -9 or a database outage:
   still up (adopted) or a call that ended while we were down (recovered from its file).
 * ``outbox``: finished rows, in order, until PostgreSQL has them. Inserts are idempotent
   (keyed by recording id), so replaying an entry twice never duplicates a row.
+* ``archive``: recordings whose WAV waits for the archive step (archive/pipeline.py), queued
+  with the row and worked once PostgreSQL has the row; an entry leaves only after the WAV is
+  deleted, so a crash at any step leaves the WAV or the archived object, never neither.
 
 SQLite is synchronous; one worker thread owns the connection, so calls are serialised and
 never block the event loop on an fsync. Writes are group-committed: whatever queued up while
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +46,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     recording_id TEXT NOT NULL UNIQUE,
     row          BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recording_id TEXT NOT NULL UNIQUE,
+    queued_at    REAL NOT NULL,
+    -- Why this WAV cannot be archived (not PCM WAV...): kept and skipped, never dropped.
+    failed       TEXT
 );
 -- Rows PostgreSQL refused for good (a constraint): kept for an operator, never dropped.
 CREATE TABLE IF NOT EXISTS rejected (
@@ -176,17 +187,20 @@ class Journal:
 
     # --- outbox -----------------------------------------------------------------------------
 
-    async def complete(self, row: Recording, retention: str) -> None:
+    async def complete(self, row: Recording, retention: str, *, archive: bool = False) -> None:
         """Move a recording from pending to the outbox atomically: a crash leaves it in
-        exactly one of the two."""
+        exactly one of the two. ``archive``: queue its WAV for the archive step too."""
         rid = str(row.id)
-        await self._write(
+        statements: list[_Statement] = [
             ("DELETE FROM pending WHERE recording_id = ?", (rid,)),
             (
                 "INSERT OR IGNORE INTO outbox (recording_id, row) VALUES (?, ?)",
                 (rid, _row_to_json(row, retention)),
             ),
-        )
+        ]
+        if archive:
+            statements.append((_ENQUEUE, (rid, time.time())))
+        await self._write(*statements)
 
     async def oldest(self, limit: int) -> list[tuple[int, Recording, str]]:
         rows = await self._call(
@@ -206,7 +220,46 @@ class Journal:
                 (str(row.id), _row_to_json(row, retention), reason),
             ),
             ("DELETE FROM outbox WHERE seq = ?", (seq,)),
+            ("DELETE FROM archive WHERE recording_id = ?", (str(row.id),)),
         )
 
     async def depth(self) -> int:
         return int(await self._call(lambda: self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]))
+
+    # --- archive queue ----------------------------------------------------------------------
+
+    async def archive_due(self, limit: int) -> list[uuid.UUID]:
+        """The oldest entries whose row PostgreSQL has (no longer in the outbox), in order."""
+        rows = await self._call(
+            lambda: self.db.execute(
+                "SELECT recording_id FROM archive a WHERE failed IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.recording_id = a.recording_id) ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [uuid.UUID(r[0]) for r in rows]
+
+    async def archive_enqueue(self, ids: list[uuid.UUID]) -> None:
+        now = time.time()
+        if ids:
+            await self._write(*((_ENQUEUE, (str(i), now)) for i in ids))
+
+    async def archive_done(self, recording_id: uuid.UUID) -> None:
+        await self._write(("DELETE FROM archive WHERE recording_id = ?", (str(recording_id),)))
+
+    async def archive_failed(self, recording_id: uuid.UUID, reason: str) -> None:
+        await self._write(
+            ("UPDATE archive SET failed = ? WHERE recording_id = ?", (reason, str(recording_id)))
+        )
+
+    async def archive_depth(self) -> tuple[int, float | None]:
+        """Entries waiting (failed ones not counted) and when the oldest was queued."""
+        n, oldest = await self._call(
+            lambda: self.db.execute(
+                "SELECT count(*), min(queued_at) FROM archive WHERE failed IS NULL"
+            ).fetchone()
+        )
+        return int(n), oldest
+
+
+_ENQUEUE = "INSERT OR IGNORE INTO archive (recording_id, queued_at) VALUES (?, ?)"

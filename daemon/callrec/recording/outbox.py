@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -23,15 +24,26 @@ _BATCH = 100
 class Outbox:
     """``put`` makes a row durable locally at once; ``run`` delivers it when it can."""
 
-    def __init__(self, journal: Journal, db: Db, *, backoff_max: float = 10.0) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        db: Db,
+        *,
+        backoff_max: float = 10.0,
+        archive: bool = False,
+        on_delivered: Callable[[], None] = lambda: None,
+    ) -> None:
         self._journal = journal
         self._db = db
+        self._archive = archive
+        """Queue each row's WAV for the archive step (archive/pipeline.py)."""
+        self._on_delivered = on_delivered
         self._backoff = Backoff(initial=1.0, maximum=backoff_max)
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
 
     async def put(self, row: Recording, retention: str) -> None:
-        await self._journal.complete(row, retention)
+        await self._journal.complete(row, retention, archive=self._archive)
         self._empty.clear()
         self._wake.set()
 
@@ -67,6 +79,8 @@ class Outbox:
                 await self._backoff.wait(delay)
             finally:
                 await self._journal.delivered(*delivered)
+                if delivered:
+                    self._on_delivered()
 
     async def _deliver(self, seq: int, row: Recording, retention: str) -> bool:
         """True once PostgreSQL has the row; False if it refused it for good (set aside)."""

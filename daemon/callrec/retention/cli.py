@@ -7,13 +7,16 @@ audit log shows who held, released or erased what, whichever way it was done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from callrec.access import audit
+from callrec.archive.reading import open_store
+from callrec.archive.store import ObjectStore
 from callrec.config import Settings
 from callrec.db import cli as db_cli
 from callrec.db.cli import refuse
@@ -73,9 +76,21 @@ def _until(text: str) -> datetime:
     return value if value.tzinfo else value.astimezone()
 
 
+@contextlib.asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[ObjectStore | None]:
+    """The archive store, to delete archived recordings from (no key is needed for that)."""
+    store = open_store(settings) if settings.archive.enabled else None
+    try:
+        yield store
+    finally:
+        if store is not None:
+            await store.close()
+
+
 def _retention_command(settings: Settings, args: argparse.Namespace) -> int:
     async def work(pool: DbPool) -> int:
-        report = await Sweeper(pool, settings).run_pass(dry_run=args.dry_run)
+        async with _store(settings) as store:
+            report = await Sweeper(pool, settings, store).run_pass(dry_run=args.dry_run)
         if report.skipped:
             return refuse(f"another retention pass of node {settings.node!r} is running; nothing done")
         print(format_report(report))
@@ -118,7 +133,8 @@ def _release_command(settings: Settings, args: argparse.Namespace) -> int:
 def _erase_command(settings: Settings, args: argparse.Namespace) -> int:
     async def work(pool: DbPool) -> int:
         try:
-            size = await erase(pool, settings, args.id, reason=args.reason, by=_by())
+            async with _store(settings) as store:
+                size = await erase(pool, settings, args.id, reason=args.reason, by=_by(), store=store)
         except (RecordingNotFound, RecordingOnHold, ValueError, OSError) as exc:
             await _audit(pool, "erase", args.id, _outcome(exc))
             return refuse(exc)

@@ -8,7 +8,6 @@ erasure destroys one recording now (GDPR Art. 17), in the same crash-safe order 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -16,11 +15,13 @@ from typing import Any
 
 import structlog
 
+from callrec.archive.store import ObjectStore
 from callrec.config import Settings
 from callrec.db.pool import DbConnection, DbPool
 from callrec.ops import metrics
 from callrec.privacy import redact
 from callrec.retention import files as spool
+from callrec.retention.audio import delete_audio
 from callrec.retention.queries import claim_erasure, clear_hold, finish_disposals, hold_state, set_hold
 
 log = structlog.get_logger("callrec.retention")
@@ -103,6 +104,7 @@ async def erase(
     reason: str,
     by: str,
     audit: Audit = _no_audit,
+    store: ObjectStore | None = None,
 ) -> int:
     """Destroy one recording now (GDPR Art. 17); returns the bytes destroyed. The row leaves
     the register at once. A file on another node is queued: that node's next pass deletes it,
@@ -113,7 +115,8 @@ async def erase(
         async with conn.transaction():
             disposal = await claim_erasure(conn, recording_id, by, reason)
             if disposal is not None:
-                here = disposal.node == settings.node
+                shared = store is not None and store.shared
+                here = disposal.node == settings.node or (disposal.archived and shared)
                 await audit(conn, {"bytes_destroyed": disposal.file_size if here else 0})
         if disposal is None:
             state = await hold_state(conn, recording_id)
@@ -125,11 +128,13 @@ async def erase(
                 "release it first if the hold no longer applies"
             )
         bound = log.bind(recording_id=str(recording_id), register=disposal.register_name, by=by)
-        if disposal.node != settings.node:
+        shared = store is not None and store.shared
+        if disposal.node != settings.node and not (disposal.archived and shared):
+            # Row and key are gone already; only that node can delete the file.
             bound.info("erasure queued for the node that holds the file", node=disposal.node)
             return 0
         root = settings.asterisk.recordings_dir
-        [outcome] = await asyncio.to_thread(spool.delete_files, root, [disposal], spool.keep_dirs_from())
+        [outcome] = await delete_audio(root, store, [disposal], spool.keep_dirs_from(), lambda d: True)
         if outcome not in (spool.DESTROYED, spool.MISSING):
             metrics.RETENTION_ERRORS.inc()
             bound.error("erasure: cannot delete the file; every pass retries", error=outcome)

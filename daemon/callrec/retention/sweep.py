@@ -31,10 +31,13 @@ from typing import TypeVar
 
 import structlog
 
+from callrec.archive.store import ObjectStore
 from callrec.config import Settings
 from callrec.db.pool import Db, DbConnection, DbPool
 from callrec.ops import metrics
+from callrec.ops.node import machine_id
 from callrec.retention import files as spool
+from callrec.retention.audio import WAITING, delete_audio
 from callrec.retention.queries import (
     Disposal,
     claim_expired,
@@ -43,10 +46,12 @@ from callrec.retention.queries import (
     due_summary,
     expire_holds,
     finish_disposals,
+    heartbeat,
     node_unlock,
     pending_disposals,
     try_node_lock,
     unreferenced,
+    waiting_for_other_nodes,
 )
 
 log = structlog.get_logger("callrec.retention")
@@ -87,6 +92,8 @@ class PassReport:
     holds_lifted: int = 0
     audit_rows_purged: int = 0
     """Audit rows past [retention] audit_log, destroyed by the owner's function (006)."""
+    waiting: int = 0
+    """Destroyed (row and key gone) whose file only another node can delete; queued for it."""
     skipped: bool = False
     """Another pass of this node held the lock; nothing was done."""
     seconds: float = 0.0
@@ -138,9 +145,12 @@ class Sweeper:
     """Destroys what retention, erasure and crashes leave due. One per daemon (``run_forever``),
     or one pass on demand (``callrec retention``)."""
 
-    def __init__(self, pool: DbPool, settings: Settings) -> None:
+    def __init__(self, pool: DbPool, settings: Settings, store: ObjectStore | None = None) -> None:
         self._pool = pool
         self._settings = settings
+        self._store = store
+        """The archive's store: archived recordings are deleted from it (their key went first)."""
+        self._shared = store is not None and store.shared
         self._node = settings.node
         self._root = settings.asterisk.recordings_dir
         self._batch = settings.retention_batch
@@ -151,6 +161,11 @@ class Sweeper:
         for reason in ("retention", "erasure", "orphan"):
             metrics.RETENTION_DESTROYED.labels(reason=reason)
             metrics.RETENTION_DESTROYED_BYTES.labels(reason=reason)
+
+    def _reachable(self, d: Disposal) -> bool:
+        """Can this node delete the disposal's audio: its own files, and any archived object
+        in a store every node shares."""
+        return d.node == self._node or (d.archived and self._shared)
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -215,7 +230,7 @@ class Sweeper:
     async def _destroy(self, conn: DbConnection, report: PassReport) -> None:
         node, batch = self._node, self._batch
         while True:
-            lifted = await self._timed(report, expire_holds(conn, node, batch))
+            lifted = await self._timed(report, expire_holds(conn, batch))
             report.holds_lifted += lifted
             if lifted < batch:
                 break
@@ -229,20 +244,29 @@ class Sweeper:
 
         async def pending() -> list[Disposal] | None:
             nonlocal after
-            rows = await pending_disposals(conn, node, after, batch)
+            rows = await pending_disposals(conn, node, self._shared, after, batch)
             if rows:
                 after = rows[-1].recording_id
             return rows or None
 
         await self._dispose(conn, pending, report)
-        await self._dispose(conn, _until_empty(lambda: claim_expired(conn, node, batch)), report)
+        await self._dispose(conn, _until_empty(lambda: claim_expired(conn, batch)), report)
         for name, register in self._settings.registers.items():
             interval = register.retention.interval
-            shortened = functools.partial(
-                claim_shortened, conn, node, batch, name, interval, _slack(interval)
-            )
+            shortened = functools.partial(claim_shortened, conn, batch, name, interval, _slack(interval))
             await self._dispose(conn, _until_empty(shortened), report)
         await self._orphans(conn, report)
+        await heartbeat(conn, node, machine_id())
+        waiting = await waiting_for_other_nodes(conn, node, self._shared)
+        metrics.DISPOSALS_WAITING.set(waiting.count)
+        metrics.DISPOSALS_WAITING_OLDEST.set(waiting.oldest_seconds)
+        if waiting.count:
+            log.warning(
+                "destroyed recordings whose files only another node can delete",
+                count=waiting.count,
+                nodes=waiting.nodes,
+                oldest_hours=round(waiting.oldest_seconds / 3600, 1),
+            )
 
     async def _dispose(self, conn: Db, claim: Claim, report: PassReport) -> None:
         """Claim -> delete files -> finish, batch after batch. Up to ``_DELETERS`` batches are
@@ -250,7 +274,6 @@ class Sweeper:
         and finishes the oldest: the database and the disk work at the same time, and on a
         disk where each unlink waits (ext4 with discard, NFS) a few unlinks in parallel beat
         one after the other."""
-        loop = asyncio.get_running_loop()
         keep_from = spool.keep_dirs_from()
         in_flight: collections.deque[tuple[list[Disposal], asyncio.Future[list[str]]]] = collections.deque()
         # Not the default executor: the recorder's own file work must never queue behind a sweep.
@@ -259,8 +282,8 @@ class Sweeper:
             while True:
                 batch = await self._timed(report, claim())
                 if batch:
-                    deleting = loop.run_in_executor(
-                        deleters, spool.delete_files, self._root, batch, keep_from
+                    deleting: asyncio.Future[list[str]] = asyncio.ensure_future(
+                        delete_audio(self._root, self._store, batch, keep_from, self._reachable, deleters)
                     )
                     in_flight.append((batch, deleting))
                 while in_flight and (batch is None or len(in_flight) >= _DELETERS or in_flight[0][1].done()):
@@ -281,7 +304,9 @@ class Sweeper:
         failed: list[tuple[Disposal, str]] = []
         missing = 0
         for disposal, outcome in zip(batch, outcomes, strict=True):
-            if outcome in (spool.DESTROYED, spool.MISSING):
+            if outcome == WAITING:
+                report.waiting += 1
+            elif outcome in (spool.DESTROYED, spool.MISSING):
                 gone.append(disposal.recording_id)
                 missing += outcome == spool.MISSING
             else:
@@ -327,9 +352,7 @@ class Sweeper:
 
     async def _summarise(self, conn: Db, report: PassReport) -> None:
         retentions = [(name, reg.retention.interval) for name, reg in self._settings.registers.items()]
-        for reason, register, count, size in await self._timed(
-            report, due_summary(conn, self._node, retentions)
-        ):
+        for reason, register, count, size in await self._timed(report, due_summary(conn, retentions)):
             report.record(reason, register, count, size)
 
     @staticmethod
