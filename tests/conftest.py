@@ -13,7 +13,7 @@ import structlog
 from pytest_postgresql import factories
 
 from callrec.db.migrations import migrate
-from tests.harness.postgres import Cluster
+from tests.harness.postgres import OWNER, RUNTIME, Cluster
 from tests.harness.seaweed import Seaweed
 
 
@@ -35,8 +35,15 @@ def seaweed() -> Iterator[Seaweed]:
 
 
 def _load_schema(host: str, port: int, user: str, dbname: str, **_: object) -> None:
-    # The template gets the real migrations once; each test's database is a copy of it.
-    asyncio.run(migrate(f"postgresql://{user}@{host}:{port}/{dbname}"))
+    # The template gets the real migrations once, as README's install does them: the schema
+    # belongs to OWNER, `callrec migrate` runs as OWNER and grants RUNTIME. Each test's
+    # database is a copy of it (object owners and grants are copied with it).
+    su = f"postgresql://{user}@{host}:{port}/{dbname}"
+    with psycopg.connect(su, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {dbname} OWNER TO {OWNER}")
+        conn.execute(f"ALTER SCHEMA public OWNER TO {OWNER}")
+    at = f"@{host}:{port}/{dbname}"
+    asyncio.run(migrate(f"postgresql://{OWNER}{at}", runtime_dsn=f"postgresql://{RUNTIME}{at}"))
 
 
 postgresql_proc = factories.postgresql_noproc(depends_on="pg_cluster", load=[_load_schema])
@@ -45,8 +52,16 @@ postgresql = factories.postgresql("postgresql_proc")
 
 @pytest.fixture
 def db_dsn(postgresql: psycopg.Connection) -> str:
+    """The daemon's runtime role on this test's database."""
     info = postgresql.info
-    return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    return f"postgresql://{RUNTIME}@{info.host}:{info.port}/{info.dbname}"
+
+
+@pytest.fixture
+def owner_dsn(postgresql: psycopg.Connection) -> str:
+    """The schema owner on this test's database (what `callrec migrate` connects as)."""
+    info = postgresql.info
+    return f"postgresql://{OWNER}@{info.host}:{info.port}/{info.dbname}"
 
 
 @pytest.fixture(autouse=True)

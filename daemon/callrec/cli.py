@@ -19,7 +19,6 @@ from callrec.archive import cli as archive_cli
 from callrec.config import Settings
 from callrec.db import cli as db_cli
 from callrec.db import migrations
-from callrec.db.pool import DbPool
 from callrec.ops import check, logs
 from callrec.retention import cli as retention_cli
 
@@ -44,14 +43,18 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(pool: DbPool) -> int:
-        async with pool.acquire() as conn:
-            applied = await migrations.apply(conn)
+    """As the schema owner ([database] owner_dsn, else dsn), then the runtime role's grants."""
+
+    async def work() -> int:
+        applied = await migrations.migrate(
+            settings.database_owner_dsn or settings.database_dsn,
+            runtime_dsn=settings.database_dsn,
+            audit_log_retention=settings.audit_log_retention,
+        )
         print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
         return 0
 
-    # No statement timeout: a migration may rewrite a large table for minutes.
-    return db_cli.run(settings, work, command_timeout=None)
+    return db_cli.run_plain(settings, work)
 
 
 def _show_config(settings: Settings, args: argparse.Namespace) -> int:

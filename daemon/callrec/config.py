@@ -6,6 +6,7 @@ key and says what to change; nothing here raises anything else.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -114,10 +115,23 @@ class Settings:
     """Keyed HMAC of the full customer number for exact data-subject matches; never stored."""
     agi_listen: tuple[str, int] | None = None
     """FastAGI endpoint for AGI mode (recording starts before the call goes on); ``None``: off."""
+    database_owner_dsn: str | None = field(default=None, repr=False)
+    """The schema owner, for ``callrec migrate`` only (docs/privacy.md#two-database-roles)."""
+    audit_log_retention: str = "2 years"
+    """How long audit rows are kept, as a PostgreSQL interval."""
+    dsar_searches_per_hour: int = 30
+    """Data-subject searches one person may run in an hour (429 beyond)."""
+    trusted_proxies: frozenset[str] = frozenset()
+    """Peers whose X-Forwarded-For is believed (docs/api.md#behind-a-reverse-proxy)."""
+    session_lifetime: float = 12 * 3600.0
+    session_idle_timeout: float = 30 * 60.0
+    refused_per_minute: int = 30
+    """Refused (401) requests per client and minute that get a row each; 429 beyond."""
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
 
 
+_AUDIT_KEEP = re.compile(r"^[1-9][0-9]{0,3} (day|month|year)s?$")
 _DURATION = re.compile(r"^\s*([1-9][0-9]{0,6})\s+(second|minute|hour|day|week)s?\s*$")
 _DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 
@@ -239,6 +253,9 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     dsn = db.get("dsn", str)
     if "password" in db.data or "password_file" in db.data:
         dsn = _with_password(dsn, db.secret("password"))
+    owner_dsn: str | None = db.get("owner_dsn", str, "") or None
+    if owner_dsn is not None and ("owner_password" in db.data or "owner_password_file" in db.data):
+        owner_dsn = _with_password(owner_dsn, db.secret("owner_password"))
     db.refuse_unknown()
 
     met = top.table("metrics")
@@ -266,12 +283,25 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     retention_batch = ret.get("batch_size", int, 500)
     if not 1 <= retention_batch <= 100_000:
         raise ConfigError("retention.batch_size: expected a whole number from 1 to 100000")
+    audit_log_retention = ret.get("audit_log", str, "2 years").strip()
+    if not _AUDIT_KEEP.match(audit_log_retention):
+        raise ConfigError(f'retention.audit_log: {audit_log_retention!r} is not "<n> days|months|years"')
     ret.refuse_unknown()
 
     api = top.table("api")
     api_listen: tuple[str, int] | None = _listen(api, "listen", "127.0.0.1:9871")
     if not api.get("enabled", bool, True):
         api_listen = None
+    proxies = api.get("trusted_proxies", list, [])
+    try:
+        trusted_proxies = frozenset(str(ipaddress.ip_address(str(p))) for p in proxies)
+    except ValueError as exc:
+        raise ConfigError(f"api.trusted_proxies: {exc}") from None
+    session_lifetime = _duration(api, "session_lifetime", "12 hours")
+    session_idle_timeout = _duration(api, "session_idle_timeout", "30 minutes")
+    refused_per_minute = api.get("refused_per_minute", int, 30)
+    if refused_per_minute < 1:
+        raise ConfigError("api.refused_per_minute: expected a whole number of 1 or more")
     api.refuse_unknown()
 
     agi = top.table("agi")
@@ -285,6 +315,9 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         number_hmac_key = priv.secret("number_hmac_key").encode()
         if len(number_hmac_key) < 16:
             raise ConfigError("privacy.number_hmac_key_file: the key must be at least 16 characters")
+    dsar_searches_per_hour = priv.get("dsar_searches_per_hour", int, 30)
+    if not 1 <= dsar_searches_per_hour <= 10_000:
+        raise ConfigError("privacy.dsar_searches_per_hour: expected a whole number from 1 to 10000")
     priv.refuse_unknown()
 
     archive, storage = _archive(top.table("archive"), top.table("storage"))
@@ -332,6 +365,13 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         api_listen=api_listen,
         number_hmac_key=number_hmac_key,
         agi_listen=agi_listen,
+        database_owner_dsn=owner_dsn,
+        audit_log_retention=audit_log_retention,
+        dsar_searches_per_hour=dsar_searches_per_hour,
+        trusted_proxies=trusted_proxies,
+        session_lifetime=session_lifetime,
+        session_idle_timeout=session_idle_timeout,
+        refused_per_minute=refused_per_minute,
         archive=archive,
         storage=storage,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 _DIGITS = frozenset("0123456789")
 MASK = "***"
@@ -50,3 +51,21 @@ def number_hmac(raw: str | None, key: bytes | None) -> str | None:
     if key is None or normal is None:
         return None
     return hmac.new(key, normal.encode(), hashlib.sha256).hexdigest()
+
+
+# Seven or more digits, possibly with a leading + and any separators people type between them:
+# white space (any Unicode space), ( ) . / _ and every dash (hyphen, the Unicode dashes U+2010
+# to U+2015, minus U+2212, the small and full-width hyphen-minus). A phone number, for
+# everything stored from a request and every log line (docs/privacy.md#redaction-of-logs).
+_SEPARATORS = r"[\s().\-/_\u2010-\u2015\u2212\ufe58\ufe63\uff0d]"
+PHONE_SHAPED = re.compile(rf"\+?\d(?:{_SEPARATORS}*\d){{6,}}")
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    return mask_number(m.group(0)) or MASK
+
+
+def redact(text: str) -> str:
+    """``text`` with every phone-shaped run masked as ``mask_number`` masks a number:
+    ``"call 040\u2013123\u20134567"`` (en dashes) -> ``"call 0401234***"``. The one redaction of free text."""
+    return PHONE_SHAPED.sub(_mask_match, text)

@@ -20,6 +20,7 @@ import pytest
 from tests.harness.asterisk import REPO, TEST_AMI_USER, Asterisk, ensure_root, free_port
 from tests.harness.daemon import DaemonProcess
 from tests.harness.driver import Driver
+from tests.harness.postgres import owner_of
 
 from callrec import config
 from callrec.archive import reading
@@ -108,6 +109,7 @@ ami_secret = "{asterisk.ami_secret}"
 recordings_dir = "{asterisk.recordings_dir}"
 [database]
 dsn = "{dsn}"
+owner_dsn = "{owner_of(dsn)}"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 [api]

@@ -34,6 +34,7 @@ CHECKS = [
     "ari channelvars",
     "database",
     "database schema",
+    "database roles",
     "recordings_dir writable by asterisk",
     "recordings_dir usable by callrec",
     "archive",
@@ -209,7 +210,7 @@ def test_missing_recordings_dir(tmp_path: Path, asterisk: Asterisk, db_dsn: str)
 def test_database_without_the_migrations(tmp_path: Path, asterisk: Asterisk, pg_cluster: Cluster) -> None:
     dbname = f"check_{uuid.uuid4().hex[:8]}"
     pg_cluster.createdb(dbname)
-    cfg = config(tmp_path, asterisk, pg_cluster.dsn(dbname))
+    cfg = config(tmp_path, asterisk, pg_cluster.runtime_dsn(dbname))
     code, found = run_check(cfg)
     assert code == 1
     assert found["database"][0] == "ok"
@@ -225,6 +226,7 @@ def test_database_without_the_migrations(tmp_path: Path, asterisk: Asterisk, pg_
     )
     code, found = run_check(cfg)
     assert found["database schema"][0] == "ok", found["database schema"]
+    assert found["database roles"][0] == "ok", found["database roles"]  # migrate ran as the owner
 
 
 def test_database_unreachable(tmp_path: Path, asterisk: Asterisk) -> None:
@@ -233,7 +235,7 @@ def test_database_unreachable(tmp_path: Path, asterisk: Asterisk) -> None:
     assert code == 1
     status, line = found["database"]
     assert status == "FAIL" and "cannot reach PostgreSQL" in line and "[database] dsn" in line, line
-    assert found["database schema"][0] == "skip"
+    assert found["database schema"][0] == found["database roles"][0] == "skip"
 
 
 def test_archive_without_a_key_warns_that_audio_is_unencrypted(

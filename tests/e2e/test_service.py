@@ -20,7 +20,7 @@ from tests.harness.driver import Driver
 
 from callrec import __version__
 from callrec.ops import metrics
-from callrec.ops.logs import PHONE_SHAPED
+from callrec.privacy import PHONE_SHAPED
 
 pytestmark = pytest.mark.e2e
 

@@ -34,7 +34,7 @@ def main() -> int:
     try:
         cluster.start()
         cluster.createdb("callrec")
-        dsn = cluster.dsn("callrec")
+        dsn = cluster.runtime_dsn("callrec")  # the daemon's role; migrate runs as the owner
         asterisk.start()
         print(f"asterisk 22 up: ARI {asterisk.ari_url}, AMI {asterisk.ami_port}, postgresql {cluster.port}")
         cfg = work / "callrec.toml"

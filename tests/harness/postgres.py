@@ -17,6 +17,16 @@ from pathlib import Path
 
 from tests.harness.asterisk import free_port
 
+OWNER = "callrec_owner"
+"""Owns the schema; only `callrec migrate` connects as it."""
+RUNTIME = "callrec"
+"""The daemon's role: DML, and only SELECT and INSERT on the evidence logs."""
+
+
+def owner_of(dsn: str) -> str:
+    """The schema owner's DSN for the database of a RUNTIME ``dsn`` (any other: unchanged)."""
+    return dsn.replace(f"//{RUNTIME}@", f"//{OWNER}@", 1)
+
 
 def pg_bindir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -66,6 +76,7 @@ class Cluster:
             capture_output=True,
         )
         self.resume()
+        self._create_roles()
 
     def resume(self) -> None:
         """Start the server (again, after ``stop()``: an outage ends)."""
@@ -101,15 +112,50 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def dsn(self, dbname: str) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+    def dsn(self, dbname: str, user: str | None = None) -> str:
+        """The superuser's DSN, or ``user``'s (OWNER, RUNTIME)."""
+        return f"postgresql://{user or self.user}@{self.host}:{self.port}/{dbname}"
 
-    def createdb(self, dbname: str) -> None:
+    def owner_dsn(self, dbname: str) -> str:
+        return self.dsn(dbname, OWNER)
+
+    def runtime_dsn(self, dbname: str) -> str:
+        return self.dsn(dbname, RUNTIME)
+
+    def _create_roles(self) -> None:
+        # The two roles of README's install (docs/privacy.md#two-database-roles): the schema
+        # owner, used by `callrec migrate`, and the runtime role the daemon connects as.
+        for role in (OWNER, RUNTIME):
+            self.psql("postgres", f"CREATE ROLE {role} LOGIN")
+
+    def psql(self, dbname: str, sql: str) -> None:
         subprocess.run(
-            [str(pg_bindir() / "createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, dbname],
+            [
+                str(pg_bindir() / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(dbname),
+                "-c",
+                sql,
+            ],
             check=True,
             capture_output=True,
         )
+
+    def createdb(self, dbname: str) -> None:
+        """A database owned by OWNER, as README's install makes it."""
+        subprocess.run(
+            [
+                str(pg_bindir() / "createdb"),
+                *("-h", self.host, "-p", str(self.port), "-U", self.user, "-O", OWNER, dbname),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.psql(dbname, f"ALTER SCHEMA public OWNER TO {OWNER}")
 
     def wait_ready(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout

@@ -35,6 +35,7 @@ from callrec.http.api import build_api
 from callrec.ops import logs
 from callrec.privacy import mask_number, number_hmac
 from callrec.recording.facts import Recording
+from tests.harness.postgres import owner_of
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 KEY = b"a-test-key-of-32-bytes-----------"
@@ -73,6 +74,16 @@ REACH: dict[str, set[str]] = {
     "dana": set(CALLS),
     "adam": set(),
 }
+
+
+async def as_owner(dsn: str, sql: str) -> None:
+    """Run ``sql`` as the schema owner: what a test does to the schema itself (break it, or
+    show that even the owner is refused)."""
+    conn = await asyncpg.connect(owner_of(dsn))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @contextmanager
@@ -153,6 +164,14 @@ class World:
     async def audit_rows(self) -> list[asyncpg.Record]:
         return list(await self.pool.fetch("SELECT * FROM audit_log ORDER BY id"))
 
+    async def sign_in(self, who: str) -> str:
+        """Sign in on the page as ``who``; the session cookie's value."""
+        origin = {"Origin": str(self.client.make_url("")).rstrip("/")}
+        data = {"token": self.tokens[who]}
+        async with self.client.post("/signin", data=data, headers=origin, allow_redirects=False) as r:
+            assert r.status == 303, await r.text()
+            return r.cookies["callrec_session"].value
+
     def with_key(self, key: bytes | None) -> Settings:
         return replace(self.settings, number_hmac_key=key)
 
@@ -197,14 +216,17 @@ async def add_recording(
 
 
 @asynccontextmanager
-async def world(db_dsn: str, tmp_path: Path, *, key: bytes | None = None) -> AsyncIterator[World]:
+async def world(
+    db_dsn: str, tmp_path: Path, *, key: bytes | None = None, **overrides: Any
+) -> AsyncIterator[World]:
+    """``overrides``: Settings fields to change (a limit, trusted proxies)."""
     recordings_dir = tmp_path / "recordings"
     recordings_dir.mkdir()
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=4)
     try:
         for name, (role, sup, agent_id) in PEOPLE.items():
             await people.add_user(pool, name, role, supervisor=sup, agent_id=agent_id)
-        s = settings(recordings_dir, db_dsn, key)
+        s = replace(settings(recordings_dir, db_dsn, key), **overrides)
         server = TestServer(build_api(pool, s, open_archive(s)))
         client = TestClient(server)
         await client.start_server()

@@ -10,6 +10,7 @@ import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import asyncpg
 import pytest
 
 from callrec.access import people
-from tests.integration.access_world import PEOPLE, REACH, T0, World, restored_logging, world
+from tests.integration.access_world import PEOPLE, REACH, T0, World, as_owner, restored_logging, world
+
+REFUSE_ALL_AUDIT_ROWS = "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
 
 
 @pytest.fixture
@@ -53,7 +56,11 @@ async def test_matrix_of_people_and_recordings(w: World) -> None:
 
 
 DPO_ONLY = [
-    ("POST", "/api/dsar/search", {"number": "+358401234567", "at": T0.isoformat()}),
+    (
+        "POST",
+        "/api/dsar/search",
+        {"number": "+358401234567", "at": T0.isoformat(), "case_reference": "DSAR-1"},
+    ),
     ("POST", "/api/exports", {"recording_ids": [], "recipient": "x", "legal_basis": "x"}),
     ("POST", "/api/recordings/{id}/hold", {"reason": "x"}),
     ("POST", "/api/recordings/{id}/release", {}),
@@ -134,6 +141,7 @@ async def test_tokens_unknown_revoked_disabled_and_missing(w: World) -> None:
 
 async def test_every_request_writes_exactly_one_audit_row(w: World) -> None:
     alice, dave = w.recs["alice"], w.recs["dave"]
+    dsar = {"number": "+358401234567", "at": "2026-03-02T09:00Z", "case_reference": "D-1"}
     requests = [
         ("GET", f"/api/recordings/{alice}", "alice", None, {}, 200, "view", "ok"),
         ("GET", f"/api/recordings/{alice}/audio", "alice", None, {"Range": "bytes=0-9"}, 206, "play", "ok"),
@@ -149,7 +157,7 @@ async def test_every_request_writes_exactly_one_audit_row(w: World) -> None:
         ("GET", "/api/recordings", "sam", None, {}, 200, "search", "ok"),
         ("POST", "/api/dsar/search", "alice", {"number": "+358401234567", "at": "2026-03-02T09:00Z"}, {}, 403,
          "dsar_search", "denied"),
-        ("POST", "/api/dsar/search", "dana", {"number": "+358401234567", "at": "2026-03-02T09:00Z"}, {}, 200,
+        ("POST", "/api/dsar/search", "dana", dsar, {}, 200,
          "dsar_search", "ok"),
         ("GET", "/api/audit", "dana", None, {}, 200, "audit_read", "ok"),
         ("GET", "/api/nothing-here", "alice", None, {}, 404, "unknown", "not_found"),
@@ -180,12 +188,18 @@ async def test_every_request_writes_exactly_one_audit_row(w: World) -> None:
     assert "358401234567" not in " ".join(r["detail"] for r in rows)
 
 
-async def test_audit_log_is_append_only_for_every_role(w: World) -> None:
+async def test_audit_log_is_append_only_for_every_role(w: World, owner_dsn: str) -> None:
     async with w.client.get("/api/whoami", headers=w.auth("bob")) as r:
         assert r.status == 200
-    for sql in ("UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await w.pool.execute(sql)  # as the superuser who owns the table
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        for sql in ("UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await w.pool.execute(sql)  # the runtime role has no such right
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await owner.execute(sql)  # the owner has it; the trigger refuses
+    finally:
+        await owner.close()
     assert len(await w.audit_rows()) == 1
 
 
@@ -200,7 +214,9 @@ async def test_audit_read_filters_by_recording_and_user(w: World) -> None:
 
 
 async def test_a_failed_audit_write_refuses_the_access(w: World) -> None:
-    await w.pool.execute("ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    await as_owner(
+        w.settings.database_dsn, "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
     async with w.client.get(f"/api/recordings/{w.recs['alice']}/audio", headers=w.auth("alice")) as r:
         assert r.status == 503
         assert (await r.json())["error"] == "audit_unavailable"
@@ -295,7 +311,12 @@ async def test_tokens_and_full_numbers_are_never_logged(w: World) -> None:
         for method, path, kwargs in steps:
             async with w.client.request(method, path, **kwargs) as r:
                 assert r.status in (200, 303, 401)
-        body = {"number": "+358 40 123 4567", "at": "2026-03-02T09:00Z", "window_minutes": 10}
+        body = {
+            "number": "+358 40 123 4567",
+            "at": "2026-03-02T09:00Z",
+            "window_minutes": 10,
+            "case_reference": "D",
+        }
         async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
             assert r.status == 200
         async with w.client.post("/api/dsar/search", json=body | {"at": "bad"}, headers=w.auth("dana")) as r:
@@ -330,6 +351,7 @@ async def _dsar_world(w: World, key: bytes | None) -> dict[str, uuid.UUID]:
 
 
 async def _dsar(w: World, **body: object) -> dict[str, object]:
+    body.setdefault("case_reference", "DSAR-2026-7")
     async with w.client.post("/api/dsar/search", json=body, headers=w.auth("dana")) as r:
         assert r.status == 200, await r.text()
         return dict(await r.json())
@@ -489,8 +511,9 @@ async def test_hold_refuses_a_past_until(w: World) -> None:
 
 
 async def test_cookie_authenticated_state_change_must_be_same_origin(w: World) -> None:
-    body = {"number": "+358401234567", "at": "2026-03-02T09:00Z"}
-    cookie = {"callrec_token": w.tokens["dana"]}
+    body = {"number": "+358401234567", "at": "2026-03-02T09:00Z", "case_reference": "D-3"}
+    cookie = {"callrec_session": await w.sign_in("dana")}
+    w.client.session.cookie_jar.clear()  # sent by hand below, or not at all
     async with w.client.post("/api/dsar/search", json=body, cookies=cookie) as r:
         assert r.status == 403 and (await r.json())["error"] == "cross_site"
     async with w.client.post(
@@ -513,7 +536,8 @@ async def test_sign_in_sets_a_strict_httponly_cookie(w: World) -> None:
         assert r.status == 303
         cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    async with w.client.get("/", cookies={"callrec_token": w.tokens["alice"]}, params={"run": "1"}) as r:
+    assert w.tokens["alice"] not in cookie
+    async with w.client.get("/", params={"run": "1"}) as r:
         page = await r.text()
     assert str(w.recs["alice"]) in page and str(w.recs["bob"]) not in page
     assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
@@ -567,39 +591,9 @@ def _response_schema(doc: dict[str, Any], path: str, method: str, status: int) -
     return _resolve(doc, response["content"]["application/json"]["schema"])
 
 
-# What the described API gets wrong today (operation, status or key): the lead's single-definition
-# schema work should empty this. Exact on purpose, so that a fix or a new gap both show here.
-KNOWN_GAPS = {
-    "GET /api/recordings 200: key limit not described",
-    "GET /api/recordings 200: key offset not described",
-    "HEAD /api/recordings/{id}/audio 206: not described",
-    "HEAD /api/recordings/{id}/audio 401: not described",
-    "HEAD /api/recordings/{id}/audio 403: not described",
-    "HEAD /api/recordings/{id}/audio 404: not described",
-    "GET /api/audit 400: not described",
-    "POST /api/exports 400: not described",
-    "POST /api/recordings/{id}/erase 400: not described",
-    "POST /api/recordings/{id}/hold 400: not described",
-    "POST /api/recordings/{id}/release 400: not described",
-    # The audit row cannot be written: every route, the public description included.
-    *(
-        f"{op} 503: not described"
-        for op in (
-            "GET /api/openapi.json",
-            "GET /api/whoami",
-            "GET /api/recordings",
-            "GET /api/recordings/{id}",
-            "GET /api/recordings/{id}/audio",
-            "HEAD /api/recordings/{id}/audio",
-            "POST /api/recordings/{id}/hold",
-            "POST /api/recordings/{id}/release",
-            "POST /api/recordings/{id}/erase",
-            "POST /api/dsar/search",
-            "POST /api/exports",
-            "GET /api/audit",
-        )
-    ),
-}
+# What the described API gets wrong (operation, status or key); empty since issue #15. Exact on
+# purpose, so that a new gap shows here.
+KNOWN_GAPS: set[str] = set()
 
 
 async def test_openapi_describes_every_api_route(w: World) -> None:
@@ -662,7 +656,7 @@ async def test_openapi_describes_every_status_the_main_routes_answer(w: World) -
     (w.settings.asterisk.recordings_dir / f"{T0 + timedelta(hours=6):%Y/%m/%d}/{ghost}.wav").unlink()
     unknown = uuid.uuid4()
     audio, rec = "/api/recordings/{id}/audio", "/api/recordings/{id}"
-    dsar = {"number": "+358401234567", "at": T0.isoformat()}
+    dsar = {"number": "+358401234567", "at": T0.isoformat(), "case_reference": "DSAR-1"}
     export = {"recipient": "police", "legal_basis": "x", "case_reference": "c-1"}
     # (method, described path, id or None, who, body, headers, status it must get)
     probes: list[tuple[str, str, uuid.UUID | None, str | None, Any, dict[str, str], int]] = [
@@ -750,7 +744,9 @@ async def test_openapi_describes_every_status_the_main_routes_answer(w: World) -
 
     for probe in probes:
         await ask(*probe)
-    await w.pool.execute("ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    await as_owner(
+        w.settings.database_dsn, "ALTER TABLE audit_log ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
     for probe in outage:
         await ask(*probe)
     assert gaps == {g for g in KNOWN_GAPS if not g.startswith("GET /api/recordings 200")}
@@ -762,7 +758,8 @@ async def test_served_by_an_app_runner_as_callrec_run_does(w: World) -> None:
 
     from callrec.http.api import build_api
 
-    runner = web.AppRunner(build_api(w.pool, w.settings), access_log=None, shutdown_timeout=5)
+    behind_proxy = replace(w.settings, trusted_proxies=frozenset({"127.0.0.1"}))
+    runner = web.AppRunner(build_api(w.pool, behind_proxy), access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -777,7 +774,7 @@ async def test_served_by_an_app_runner_as_callrec_run_does(w: World) -> None:
     finally:
         await runner.cleanup()
     [row] = await w.audit_rows()
-    # Only the entry the proxy on loopback appended itself is believed.
+    # Only the entry the trusted proxy on loopback appended itself is believed.
     assert row["client"] == "203.0.113.5 via 127.0.0.1"
 
 
@@ -787,7 +784,7 @@ async def test_pages_escape_what_the_dialplan_wrote(w: World) -> None:
     rid = await add_recording(
         w.pool, w.settings.asterisk.recordings_dir, agent='<img src=x onerror="alert(1)">'
     )
-    cookie = {"callrec_token": w.tokens["dana"]}
+    cookie = {"callrec_session": await w.sign_in("dana")}
     for path in ("/?run=1", f"/recordings/{rid}"):
         async with w.client.get(path, cookies=cookie) as r:
             page = await r.text()

@@ -12,7 +12,7 @@ import pytest
 
 from callrec import cli
 from callrec.access import people
-from tests.integration.access_world import restored_logging
+from tests.integration.access_world import as_owner, restored_logging
 
 CONFIG = """
 [asterisk]
@@ -147,7 +147,7 @@ def test_database_commands_share_exit_3_and_one_line(
 ) -> None:
     """Every command that opens the database (db/cli.py) answers an older schema and an
     unreachable server the same way: exit 3, one line, no traceback."""
-    asyncio.run(_execute(db_dsn, "DROP TABLE user_tokens CASCADE"))
+    asyncio.run(as_owner(db_dsn, "DROP TABLE user_tokens CASCADE"))
     older = "callrec: database: the schema is older than this callrec; run `callrec migrate`\n"
     assert run("users", "list") == (3, "", older)
 

@@ -25,6 +25,7 @@ from callrec.recording.facts import Recording
 from callrec.retention import holds, sweep
 from callrec.retention.holds import RecordingNotFound, RecordingOnHold
 from callrec.retention.sweep import PassReport, Sweeper, next_run
+from tests.integration.access_world import as_owner
 
 REPO = Path(__file__).resolve().parents[2]
 FULL_NUMBER = "+358 40 123 4567"
@@ -557,8 +558,10 @@ async def test_disposal_log_is_append_only(pool: asyncpg.Pool, s: Settings) -> N
     await add(pool, s, age_days=200)
     await Sweeper(pool, s).run_pass()
     for sql in ("UPDATE disposal_log SET bytes = 0", "DELETE FROM disposal_log", "TRUNCATE disposal_log"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await pool.execute(sql)  # the runtime role has no such right
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await pool.execute(sql)
+            await as_owner(s.database_dsn, sql)  # the owner has; the trigger refuses
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await pool.execute("DELETE FROM legal_hold_log")
     assert len(await log_rows(pool)) == 1

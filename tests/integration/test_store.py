@@ -68,8 +68,8 @@ async def test_database_refuses_an_unmasked_number(db_dsn: str, bad: str) -> Non
         await store.close()
 
 
-async def test_migrate_is_idempotent(db_dsn: str) -> None:
-    assert await migrate(db_dsn) == []
+async def test_migrate_is_idempotent(db_dsn: str, owner_dsn: str) -> None:
+    assert await migrate(owner_dsn, runtime_dsn=db_dsn) == []
     store = await Store.connect(db_dsn)
     try:
         assert await pending(store.pool) == []

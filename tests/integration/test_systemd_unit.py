@@ -92,4 +92,5 @@ def test_the_sandbox_leaves_the_daemon_what_it_needs() -> None:
     # must keep group write, or MixMonitor cannot create the next day's files.
     umask = int(values["UMask"][0], 8)
     assert not umask & 0o070, f"UMask={values['UMask'][0]} drops group rights"
-    assert {v.split(":")[0] for v in values["LoadCredential"]} == {"ari", "ami", "archive-key"}
+    # README's number_hmac_key_file is /run/credentials/callrec.service/number-hmac.
+    assert {v.split(":")[0] for v in values["LoadCredential"]} == {"ari", "ami", "number-hmac", "archive-key"}

@@ -103,7 +103,8 @@ async def test_dpo_runs_a_data_subject_search_and_an_export(db_dsn: str, tmp_pat
         await sign_in(page, base, w, "dana")
         await page.goto(f"{base}dsar")
         await page.submit(
-            "form[action='/dsar']", {"number": "+358 40 123 4567", "at": local(5), "window_minutes": "10"}
+            "form[action='/dsar']",
+            {"number": "+358 40 123 4567", "at": local(5), "window_minutes": "10", "case_reference": "D-7"},
         )
         text = await page.text()
         assert "+358401234***" in text and "masked number only" in text

@@ -164,3 +164,27 @@ async def test_a_dying_task_stops_the_daemon_and_marks_it_failed(tmp_path: Path)
     app._spawn(broken(), "broken")
     await asyncio.wait_for(app.stopping.wait(), 5)
     assert app.failed
+
+
+def test_security_settings(tmp_path: Path) -> None:
+    """Issue #15's keys: their defaults, and a clear line for a bad value."""
+    defaults = load(write(tmp_path, GOOD))
+    assert defaults.database_owner_dsn is None and defaults.trusted_proxies == frozenset()
+    assert (defaults.dsar_searches_per_hour, defaults.audit_log_retention) == (30, "2 years")
+    assert (defaults.session_lifetime, defaults.session_idle_timeout) == (12 * 3600, 30 * 60)
+    extra = '[api]\ntrusted_proxies = ["127.0.0.1", "::1"]\nsession_idle_timeout = "10 minutes"\n'
+    extra += '[privacy]\ndsar_searches_per_hour = 5\n[retention]\naudit_log = "7 years"\n'
+    s = load(write(tmp_path, GOOD.replace("[metrics]", extra + "[metrics]")))
+    assert s.trusted_proxies == {"127.0.0.1", "::1"} and s.session_idle_timeout == 600
+    assert (s.dsar_searches_per_hour, s.audit_log_retention) == (5, "7 years")
+    owner = load(
+        write(tmp_path, GOOD.replace("[database]\n", '[database]\nowner_dsn = "postgresql://o@h/db"\n'))
+    )
+    assert owner.database_owner_dsn == "postgresql://o@h/db" and "o@h" not in repr(owner)
+    for bad, message in [
+        ('[api]\ntrusted_proxies = ["localhost"]\n', "api.trusted_proxies"),
+        ('[retention]\naudit_log = "forever"\n', "retention.audit_log"),
+        ("[privacy]\ndsar_searches_per_hour = 0\n", "privacy.dsar_searches_per_hour"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(write(tmp_path, GOOD.replace("[metrics]", bad + "[metrics]")))

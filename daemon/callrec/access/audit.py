@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -50,10 +50,23 @@ def cli_entry(action: str, detail: dict[str, Any]) -> Entry:
     return Entry(action, client="cli", user_name=f"cli:{getpass.getuser()}", outcome="ok", detail=detail)
 
 
+EARLIEST, LATEST = 1900, 2999
+"""Years a time in a request may have: far enough either way for any call, and away from
+the ends of Python's and PostgreSQL's ranges, where a time zone or a window overflows."""
+
+
 def parse_time(text: str) -> datetime:
-    """ISO 8601; a time without an offset is the server's local time (what a person types)."""
-    value = datetime.fromisoformat(text.strip())
-    return value if value.tzinfo is not None else value.astimezone()
+    """ISO 8601; a time without an offset is the server's local time (what a person types).
+    ``ValueError`` for anything else, a year outside EARLIEST..LATEST included."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+        value = value if value.tzinfo is not None else value.astimezone()
+        in_utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range") from None
+    if not EARLIEST <= in_utc.year <= LATEST:
+        raise ValueError("out of range")
+    return value
 
 
 async def write(db: Db, entry: Entry) -> int:

@@ -28,6 +28,30 @@ class BadRequest(ValueError):
     """The request cannot be answered as given; the message says what to change."""
 
 
+class TooMany(Exception):
+    """The person ran ``[privacy] dsar_searches_per_hour`` searches in the last hour (429)."""
+
+    def __init__(self, per_hour: int, retry_after: int) -> None:
+        super().__init__(f"at most {per_hour} data-subject searches an hour; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+async def check_quota(db: Db, user_id: int, per_hour: int) -> None:
+    """Each search says whether a guessed full number is exact, so searches are rationed per
+    person (docs/privacy.md#finding-a-data-subjects-calls); the audit log is the count."""
+    row = await db.fetchrow(
+        """
+        SELECT count(*) AS n, min(at) AS oldest, now() AS now FROM audit_log
+        WHERE user_id = $1 AND action = 'dsar_search' AND outcome = 'ok'
+          AND at > now() - interval '1 hour'
+        """,
+        user_id,
+    )
+    if row is not None and row["n"] >= per_hour:
+        wait = (row["oldest"] + timedelta(hours=1) - row["now"]).total_seconds()
+        raise TooMany(per_hour, max(1, int(wait) + 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     recording: Recording

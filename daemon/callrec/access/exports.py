@@ -21,7 +21,7 @@ import orjson
 
 from callrec.access import policy as access
 from callrec.archive.settings import EXTENSIONS
-from callrec.ops.logs import redact
+from callrec.privacy import redact
 from callrec.recording.facts import Recording
 
 Source = Callable[[Recording], Iterator[bytes]]
@@ -59,7 +59,8 @@ class Disclosure:
 
         if not isinstance(case_reference, str) or not _CASE_REFERENCE.match(case_reference.strip()):
             raise BadExport("case_reference: required; letters, digits, spaces and . / : _ # ( ) -")
-        return cls(text("recipient", recipient), text("legal_basis", legal_basis), case_reference.strip())
+        case = redact(case_reference.strip())  # "040/123/4567" fits the pattern, and is a number
+        return cls(text("recipient", recipient), text("legal_basis", legal_basis), case)
 
     def to_json(self) -> dict[str, str]:
         return {

@@ -169,7 +169,8 @@ async def _revoke(db: Db, user_id: int) -> int:
 
 async def authenticate(db: Db, token: str) -> Principal | None:
     """The active user holding this token, or ``None`` (unknown, revoked, expired, disabled)."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX:
+    # A token is ASCII; anything else (invalid UTF-8 arrives as surrogates) is simply unknown.
+    if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX or not token.isascii():
         return None
     row = await db.fetchrow(
         """

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from callrec.access.people import Principal, Role, team_agent_ids
 from callrec.db import recordings
 from callrec.db.pool import Db
+from callrec.privacy import redact
 from callrec.recording.facts import Recording, View
 
 
@@ -118,8 +119,9 @@ class Filters:
     agent: str | None = None
 
     def detail(self) -> dict[str, str]:
-        """For the audit row."""
-        return {k: str(getattr(self, k)) for k in self.__slots__ if getattr(self, k) is not None}
+        """For the audit row: a phone number typed as a register or agent is masked."""
+        found = {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        return {k: redact(v) if isinstance(v, str) else str(v) for k, v in found.items()}
 
 
 async def search(db: Db, g: Grant, f: Filters, *, limit: int = 100, offset: int = 0) -> list[Recording]:

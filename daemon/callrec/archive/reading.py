@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from callrec.archive.crypto import HEADER_SIZE, CorruptObject, KeyFileError, Opener, sealed_size
 from callrec.archive.keys import KeyRing, data_key
 from callrec.archive.settings import CONTENT_TYPES, ArchiveSettings
@@ -20,6 +22,9 @@ from callrec.archive.store import FilesystemStore, ObjectStore, object_name
 from callrec.config import ConfigError, Settings
 from callrec.db.pool import Db
 from callrec.recording.facts import Recording
+from callrec.safe_open import NotBeneath, open_fd_beneath
+
+log = structlog.get_logger("callrec.archive")
 
 WINDOW = 16 * 64 * 1024
 """Plaintext bytes per store read while streaming: 16 chunks, 1 MiB."""
@@ -94,14 +99,13 @@ async def _sealed(
 
 
 async def _wav(root: Path, relative: str) -> Audio:
-    def _open() -> int:
-        base = root.resolve()
-        path = (base / relative).resolve()
-        if not path.is_relative_to(base):
-            raise FileNotFoundError(f"{relative}: outside recordings_dir")
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-
-    fd = await asyncio.to_thread(_open)
+    # Opened component by component without following links: a folder swapped for a symlink
+    # between a check and the open cannot lead outside (docs/privacy.md, callrec/safe_open.py).
+    try:
+        fd = await asyncio.to_thread(open_fd_beneath, root, relative)
+    except NotBeneath as exc:
+        log.error("audio path refused", path=relative, why=exc.strerror)
+        raise FileNotFoundError(f"{relative}: not a file beneath recordings_dir") from None
     return from_fd(fd, "audio/wav")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import asyncpg
 
@@ -48,9 +49,6 @@ def run(
     An exception of a ``refusals`` type is the command saying no: its message becomes the one
     line of exit code 1. ``command_timeout`` bounds each statement (``None``: a migration may
     rewrite a large table for minutes)."""
-    # The command's output goes to stdout; log lines of a one-shot command go to stderr, so
-    # `callrec users token alice > file` captures the token alone.
-    logs.configure(settings.log_level, sys.stderr)
 
     async def main() -> int:
         pool = await open_pool(settings.database_dsn, max_size=2, command_timeout=command_timeout)
@@ -59,6 +57,19 @@ def run(
         finally:
             await close_pool(pool)
 
+    return run_plain(settings, main, refusals=refusals)
+
+
+def run_plain(
+    settings: Settings,
+    main: Callable[[], Coroutine[Any, Any, int]],
+    *,
+    refusals: tuple[type[Exception], ...] = (),
+) -> int:
+    """``run`` for a command that opens its own connections (``callrec migrate``)."""
+    # The command's output goes to stdout; log lines of a one-shot command go to stderr, so
+    # `callrec users token alice > file` captures the token alone.
+    logs.configure(settings.log_level, sys.stderr)
     try:
         return asyncio.run(main())
     except refusals as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from callrec.db import grants
 from callrec.db.pool import TRANSIENT_ERRORS, Db, DbConnection, StoreUnavailable, describe
 
 log = structlog.get_logger("callrec.store")
@@ -81,14 +82,43 @@ async def apply(conn: DbConnection, migrations: Sequence[Migration] | None = Non
     return applied
 
 
-async def migrate(dsn: str, directory: Path | None = None) -> list[str]:
-    """``apply`` on a connection of its own, opened for this and closed after."""
-    migrations = migration_files(directory)  # a missing sql/ is reported before any connect
+async def _connect(dsn: str) -> DbConnection:
     try:
         conn: DbConnection = await asyncpg.connect(dsn, timeout=10)
     except TRANSIENT_ERRORS as exc:
         raise StoreUnavailable(describe(exc)) from exc
+    return conn
+
+
+async def runtime_role(dsn: str) -> str:
+    """The role the daemon connects as: asked of the server, since a DSN may leave it to libpq
+    defaults (PGUSER, the login name)."""
+    conn = await _connect(dsn)
     try:
-        return await apply(conn, migrations)
+        return str(await conn.fetchval("SELECT current_user"))
+    finally:
+        await conn.close()
+
+
+async def migrate(
+    owner_dsn: str,
+    directory: Path | None = None,
+    *,
+    runtime_dsn: str | None = None,
+    audit_log_retention: str | None = None,
+) -> list[str]:
+    """``apply`` as the schema owner on a connection of its own, then grant the runtime role
+    (the role of ``runtime_dsn``) what the daemon needs (docs/privacy.md#two-database-roles)."""
+    migrations = migration_files(directory)  # a missing sql/ is reported before any connect
+    role = await runtime_role(runtime_dsn) if runtime_dsn is not None else None
+    conn = await _connect(owner_dsn)
+    try:
+        applied = await apply(conn, migrations)
+        if audit_log_retention is not None:
+            await grants.set_setting(conn, "audit_log_retention", audit_log_retention)
+        if role is not None and role != await conn.fetchval("SELECT current_user"):
+            await grants.grant_runtime(conn, role)
+            log.info("runtime role granted", role=role)
+        return applied
     finally:
         await conn.close()

@@ -23,11 +23,11 @@ from callrec.archive.reading import Archive, Audio
 from callrec.archive.settings import EXTENSIONS
 from callrec.config import Settings
 from callrec.db.pool import DbPool
-from callrec.http import audio, core, openapi
+from callrec.http import audio, core, openapi, throttle
 from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
-from callrec.ops.logs import redact
+from callrec.privacy import redact
 from callrec.recording.facts import Recording
 from callrec.retention import holds as retention
 
@@ -44,6 +44,8 @@ def build_api(pool: DbPool, settings: Settings, archive: Archive | None = None) 
     app[serving.ARCHIVE] = archive
     app[serving.ROUTES] = {}
     app[serving.ERRORS] = _refusal
+    refused = app[serving.THROTTLE] = throttle.Throttle(settings.refused_per_minute)
+    app.cleanup_ctx.append(lambda _: throttle.write_rows(refused, pool))
     app.on_response_prepare.append(serving.security_headers)
     add = functools.partial(serving.add_route, app)
     add("GET", "/api/openapi.json", _openapi, "api_description", public=True)
@@ -70,6 +72,8 @@ def _refusal(exc: Exception) -> ApiError | None:
         return ApiError(404, "not_found", "no such recording")
     if isinstance(exc, retention.RecordingOnHold):
         return ApiError(409, "legal_hold", "the recording is on legal hold; release it first")
+    if isinstance(exc, dsar.TooMany):
+        return ApiError(429, "too_many_requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, exports.IntegrityError):
         return ApiError(409, "integrity", str(exc), outcome="error")
     if isinstance(exc, BadParam | dsar.BadRequest | exports.BadExport):
@@ -91,6 +95,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise BadParam("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadParam("the body must be a JSON object")
+    serving.refuse_control(body, "body")
     return body
 
 
@@ -180,16 +185,20 @@ async def _hold(request: web.Request) -> web.StreamResponse:
     reason = _reason(body, required=True)
     assert reason is not None
     until = time_param(body.get("until"), "until")
-    await retention.hold(db, rid, reason=reason, by=serving.principal(request).name, until=until)
     request[serving.ENTRY].detail.update({"reason": reason, "until": until})
+    by = serving.principal(request).name
+    await retention.hold(
+        db, rid, reason=reason, by=by, until=until, audit=serving.audit_in_transaction(request)
+    )
     return await _after(request, rid)
 
 
 async def _release(request: web.Request) -> web.StreamResponse:
     db, rid, body = await _retention_action(request, Action.RELEASE)
     reason = _reason(body, required=False)
-    await retention.release(db, rid, by=serving.principal(request).name)
     request[serving.ENTRY].detail.update({"reason": reason})
+    by = serving.principal(request).name
+    await retention.release(db, rid, by=by, audit=serving.audit_in_transaction(request))
     return await _after(request, rid)
 
 
@@ -197,6 +206,7 @@ async def _erase(request: web.Request) -> web.StreamResponse:
     db, rid, body = await _retention_action(request, Action.ERASE)
     reason = _reason(body, required=True)
     assert reason is not None
+    request[serving.ENTRY].detail.update({"reason": reason})
     archive = serving.archive(request)
     destroyed = await retention.erase(
         db,
@@ -205,8 +215,8 @@ async def _erase(request: web.Request) -> web.StreamResponse:
         reason=reason,
         by=serving.principal(request).name,
         store=archive.store if archive is not None else None,
+        audit=serving.audit_in_transaction(request),
     )
-    request[serving.ENTRY].detail.update({"reason": reason, "bytes_destroyed": destroyed})
     return json_response({"id": rid, "erased": True, "bytes_destroyed": destroyed})
 
 
@@ -219,8 +229,10 @@ async def _after(request: web.Request, rid: uuid.UUID) -> web.StreamResponse:
 async def _dsar(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     key = serving.settings(request).number_hmac_key
-    found = await core.dsar_search(serving.pool(request), who, key, functools.partial(_body, request))
-    request[serving.ENTRY].detail.update(found.audit)
+    per_hour = serving.settings(request).dsar_searches_per_hour
+    read = functools.partial(_body, request)
+    write = serving.audit_in_transaction(request)
+    found = await core.dsar_search(serving.pool(request), who, key, read, per_hour=per_hour, audit=write)
     return json_response(
         {
             "number_masked": found.result.masked,
@@ -259,7 +271,9 @@ async def _audit(request: web.Request) -> web.StreamResponse:
         recording_id=rid,
         limit=limit,
     )
-    asked = {"from": since, "to": until, "user": user, "action": action, "recording_id": rid}
+    # Times as they are; the texts typed by a person masked (a number given as user=).
+    user_text, action_text = (redact(v) if v else None for v in (user, action))
+    asked = {"from": since, "to": until, "user": user_text, "action": action_text, "recording_id": rid}
     request[serving.ENTRY].detail.update(
         {k: str(v) for k, v in asked.items() if v is not None} | {"count": len(rows)}
     )

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 
 CHUNK = 256 * 1024
-_ONE_RANGE = re.compile(r"^([0-9]*)-([0-9]*)$")
+# 18 digits: any file size fits; a longer number is malformed (416), never parsed.
+_ONE_RANGE = re.compile(r"^([0-9]{0,18})-([0-9]{0,18})$")
 _TYPES = {".wav": "audio/wav", ".gsm": "audio/gsm", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 
 

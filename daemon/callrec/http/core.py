@@ -32,16 +32,19 @@ from callrec.archive.crypto import CorruptObject
 from callrec.archive.keys import MissingKey
 from callrec.archive.reading import Archive, Audio
 from callrec.archive.store import StoreError
-from callrec.db.pool import Db
+from callrec.db.pool import Db, DbPool
 from callrec.http import middleware as serving
 from callrec.http.middleware import ApiError, BadParam, int_param, time_param
 from callrec.ops import metrics
+from callrec.privacy import number_hmac, redact
 from callrec.recording.facts import Recording
+from callrec.retention import holds
 
 log = structlog.get_logger("callrec.api")
 T = TypeVar("T")
 
 MAX_PAGE = 1000
+_DSAR_LOCK = 0x44534152  # "DSAR": with the user id, one advisory lock per person
 
 Fields = Mapping[str, Any]
 ReadFields = Callable[[], Awaitable[Fields]]
@@ -74,6 +77,12 @@ class Exported:
     """The disclosure record (docs/privacy.md#disclosure)."""
 
 
+async def _read(read: ReadFields) -> Fields:
+    fields = await read()
+    serving.refuse_control(fields, "form")
+    return fields
+
+
 def search_filters(query: Fields) -> access.Filters:
     return access.Filters(
         since=time_param(query.get("from"), "from"),
@@ -97,25 +106,50 @@ async def view(db: Db, who: Principal, recording_id: uuid.UUID) -> Recording:
     return await access.get(db, await access.grant(db, who, Action.VIEW), recording_id)
 
 
-async def dsar_search(db: Db, who: Principal, key: bytes | None, read: ReadFields) -> DsarFound:
-    """``read`` gives number, at, window_minutes; ``key``: the HMAC key, if configured."""
+async def dsar_search(
+    db: DbPool,
+    who: Principal,
+    key: bytes | None,
+    read: ReadFields,
+    *,
+    per_hour: int,
+    audit: holds.Audit,
+) -> DsarFound:
+    """``read`` gives number, at, window_minutes, case_reference; ``key``: the HMAC key, if
+    configured; ``per_hour``: ``[privacy] dsar_searches_per_hour``. The audit row is written
+    by ``audit`` in the transaction that counted the person's searches, under a lock per
+    person: concurrent searches cannot all pass the count (docs/api.md#limits)."""
     g = await access.grant(db, who, Action.DSAR_SEARCH)
-    fields = await read()
+    fields = await _read(read)
     number = fields.get("number")
     if not isinstance(number, str):
         raise BadParam("number: the full phone number as a string")
+    case = fields.get("case_reference")
+    if not isinstance(case, str) or not case.strip() or len(case) > 200:
+        raise BadParam(
+            "case_reference: required, the request's case or ticket number (at most 200 characters)"
+        )
     at = time_param(fields.get("at"), "at")
     if at is None:
         raise BadParam("at: the approximate time of the call (ISO 8601)")
     window = int_param(fields.get("window_minutes"), "window_minutes", 30, 0, dsar.MAX_WINDOW_MINUTES)
-    result = await dsar.search(db, g, number, at, window, key)
-    detail = {
-        "number_masked": result.masked,
-        "at": at.isoformat(),
-        "window_minutes": window,
-        "exact_matching": result.exact_matching,
-        "recording_ids": [str(c.recording.id) for c in result.candidates],
-    }
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _DSAR_LOCK, who.user_id)
+        await dsar.check_quota(conn, who.user_id, per_hour)
+        result = await dsar.search(conn, g, number, at, window, key)
+        detail = {
+            "number_masked": result.masked,
+            "case_reference": redact(case.strip()),
+            "at": at.isoformat(),
+            "window_minutes": window,
+            "exact_matching": result.exact_matching,
+            "recording_ids": [str(c.recording.id) for c in result.candidates],
+        }
+        # The number tried, reviewable with the key without storing it (docs/privacy.md).
+        hashed = number_hmac(number, key)
+        if hashed is not None:
+            detail["number_hmac"] = hashed
+        await audit(conn, detail)
     return DsarFound(at, window, result, detail)
 
 
@@ -177,7 +211,7 @@ async def export(request: web.Request, who: Principal, read: ReadFields) -> Expo
     db = serving.pool(request)
     source = _blocks(db, serving.archive(request), serving.settings(request).asterisk.recordings_dir)
     g = await access.grant(db, who, Action.EXPORT)
-    fields = await read()
+    fields = await _read(read)
     ids = exports.parse_ids(fields.get("recording_ids"))
     disclosure = exports.Disclosure.parse(
         fields.get("recipient"), fields.get("legal_basis"), fields.get("case_reference")

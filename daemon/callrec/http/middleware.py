@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,18 +23,20 @@ import orjson
 import structlog
 from aiohttp import web
 
-from callrec.access import audit, people
+from callrec.access import audit, people, sessions
 from callrec.access import policy as access
 from callrec.access.people import Principal
 from callrec.archive.crypto import CorruptObject
 from callrec.archive.reading import Archive, Audio
 from callrec.config import Settings
-from callrec.db.pool import DbPool
+from callrec.db.pool import Db, DbPool
+from callrec.http import throttle
 from callrec.ops import metrics
 
 log = structlog.get_logger("callrec.api")
 
-COOKIE = "callrec_token"
+COOKIE = "callrec_session"
+"""The web page's session id (access/sessions.py); never the API token."""
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,15 +77,37 @@ ARCHIVE: web.AppKey[Archive | None] = web.AppKey("archive")
 ROUTES: web.AppKey[dict[Any, RouteInfo]] = web.AppKey("routes")
 ERRORS: web.AppKey[Callable[[Exception], ApiError | None]] = web.AppKey("errors")
 ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
+THROTTLE = web.AppKey("throttle", throttle.Throttle)
 
 ENTRY = web.RequestKey("audit_entry", audit.Entry)
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
 WRITTEN = web.RequestKey("audit_written", bool)
+STARTED = web.RequestKey("body_started", bool)
 _UNKNOWN = RouteInfo("unknown")
 
 
 class BadParam(ValueError):
     """A query, form or body field is unusable; the message names it."""
+
+
+# C0, DEL and C1: a NUL cannot be stored in PostgreSQL text at all, and the others only hide
+# what a field says. Refused in every text field before anything changes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def refuse_control(value: Any, name: str) -> None:
+    """Raise ``BadParam`` if any text in ``value`` (a string, or a JSON document's keys and
+    values) holds a control character."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise BadParam(f"{name}: control characters are not allowed")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            refuse_control(key, name)
+            refuse_control(item, str(key) if isinstance(key, str) and not _CONTROL.search(key) else name)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            refuse_control(item, name)
 
 
 def time_param(value: Any, name: str) -> datetime | None:
@@ -91,7 +116,10 @@ def time_param(value: Any, name: str) -> datetime | None:
     try:
         return audit.parse_time(str(value))
     except ValueError:
-        raise BadParam(f"{name}: expected an ISO 8601 time such as 2026-03-01T14:30+02:00") from None
+        raise BadParam(
+            f"{name}: expected an ISO 8601 time between the years {audit.EARLIEST} and {audit.LATEST},"
+            " such as 2026-03-01T14:30+02:00"
+        ) from None
 
 
 def int_param(value: Any, name: str, default: int, low: int, high: int) -> int:
@@ -141,16 +169,16 @@ def archive(request: web.Request) -> Archive | None:
 
 
 def client_address(request: web.Request) -> str:
-    """The peer, or, behind a reverse proxy on this host, the address the proxy saw.
-
-    Only a proxy on loopback is believed; its X-Forwarded-For entry is the last one
-    (the one it appended itself).
-    """
+    """The peer, or, when the peer is one of ``[api] trusted_proxies``, the address that proxy
+    saw: the last X-Forwarded-For entry (the one the proxy appended itself). No proxy is
+    trusted by default: any local program could otherwise name any address
+    (docs/api.md#behind-a-reverse-proxy)."""
     peer = request.remote or "-"
     forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded:
+    trusted = settings(request).trusted_proxies
+    if forwarded and trusted:
         try:
-            if ipaddress.ip_address(peer).is_loopback:
+            if str(ipaddress.ip_address(peer)) in trusted:
                 seen = str(ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip()))
                 return f"{seen} via {peer}"
         except ValueError:
@@ -168,6 +196,10 @@ def _credential(request: web.Request) -> tuple[str | None, str]:
     return (cookie, "cookie") if cookie else (None, "")
 
 
+async def session_principal(request: web.Request, session_id: str) -> Principal | None:
+    return await sessions.authenticate(pool(request), session_id, settings(request).session_idle_timeout)
+
+
 def _same_origin(request: web.Request) -> bool:
     """A browser-sent state change must come from our own pages (cookies are ambient)."""
     site = request.headers.get("Sec-Fetch-Site")
@@ -179,12 +211,16 @@ def _same_origin(request: web.Request) -> bool:
 
 async def _authenticate(request: web.Request, info: RouteInfo) -> None:
     token, source = _credential(request)
-    who = await people.authenticate(pool(request), token) if token else None
+    who = None
+    if token and source == "cookie":
+        who = await session_principal(request, token)
+    elif token:
+        who = await people.authenticate(pool(request), token)
     if token is not None and who is None and not (info.html and source == "cookie"):
         raise ApiError(
             401,
             "invalid_token",
-            "the token is unknown, revoked or expired",
+            "the token or session is unknown, revoked or expired",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     if request.method not in _SAFE_METHODS and source != "bearer" and not _same_origin(request):
@@ -237,27 +273,45 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
     )
 
 
+def _throttled(request: web.Request, info: RouteInfo) -> web.Response | None:
+    """A refused (401) request over its client's rate, the page's failed sign-in included: a
+    429, counted into one audit row a minute instead of a row of its own (http/throttle.py)."""
+    client = request[ENTRY].client or "-"
+    if request.app[THROTTLE].refused(client):
+        return None
+    retry = str(request.app[THROTTLE].retry_after(client))
+    request[WRITTEN] = True
+    request[ENTRY].status, request[ENTRY].outcome = 429, "unauthenticated"
+    err = ApiError(429, "too_many_requests", "too many refused requests", headers={"Retry-After": retry})
+    return _render(request, info, err)
+
+
 @web.middleware
 async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/static/"):
-        return await handler(request)
+    if request.path.startswith("/static/") and request.match_info.http_exception is None:
+        return await handler(request)  # the stylesheet: no personal data, no row; a miss has one
     started = time.monotonic()
     info = request.app[ROUTES].get(request.match_info.route, _UNKNOWN)
     entry = audit.Entry(info.action, client=client_address(request))
-    request[ENTRY], request[WRITTEN], request[PRINCIPAL] = entry, False, None
+    request[ENTRY], request[WRITTEN], request[PRINCIPAL], request[STARTED] = entry, False, None, False
     # Noted before any check, so a refused attempt on a recording names it too.
     with contextlib.suppress(ValueError):
         entry.recording_id = uuid.UUID(request.match_info.get("id", ""))
     outcome: audit.Outcome | None = None
     try:
         await _authenticate(request, info)
+        for key, value in request.query.items():
+            refuse_control(key, "query")
+            refuse_control(value, key)
         response = await handler(request)
     except Exception as exc:  # every refusal still gets its audit row
-        if request[WRITTEN]:
+        if request[STARTED]:
             raise  # the row is written and the body under way: nothing left to tell this client
         err = _refusal(request, exc)
         outcome = err.outcome
         response = _render(request, info, err)
+    if not request[WRITTEN] and response.status == 401:
+        response = _throttled(request, info) or response
     if not request[WRITTEN]:
         entry.status = response.status
         entry.outcome = outcome or audit.outcome_for(response.status)
@@ -282,6 +336,29 @@ async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+def audit_in_transaction(
+    request: web.Request, status: int = 200
+) -> Callable[[Db, Mapping[str, Any]], Awaitable[None]]:
+    """The audit row of a state change, written on the change's connection inside its
+    transaction (``retention.holds.Audit``): the change and its row commit together or not at
+    all. A row that cannot be written undoes the change and answers 503."""
+
+    async def write(conn: Db, detail: Mapping[str, Any]) -> None:
+        entry = request[ENTRY]
+        entry.status, entry.outcome = status, audit.outcome_for(status)
+        entry.detail.update(detail)
+        try:
+            await audit.write(conn, entry)
+        except Exception as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            log.error("audit row not written: change undone", error=type(exc).__name__, action=entry.action)
+            raise ApiError(503, "audit_unavailable", "try again shortly") from exc
+        # Committed with the change, unless the commit itself fails; then nothing changed.
+        request[WRITTEN] = True
+
+    return write
+
+
 async def commit(request: web.Request, status: int, **detail: Any) -> None:
     """Write the audit row now, before a streamed body; refuse the access if it fails."""
     entry = request[ENTRY]
@@ -299,6 +376,7 @@ async def stream(
 ) -> web.StreamResponse:
     """Send ``length`` bytes of a recording's audio; the audit row must be committed already."""
     assert request[WRITTEN]
+    request[STARTED] = True
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     await resp.prepare(request)

@@ -56,6 +56,13 @@ def _retention_op(summary: str, props: dict[str, Any], required: list[str]) -> d
 
 _REASON = {"reason": {"type": "string", "maxLength": 300}}
 
+# What any operation may answer, whatever it is (docs/api.md#errors).
+_ANY = {
+    "400": _error("A parameter or field is unusable (a control character in any of them, too)."),
+    "429": _error("Too many refused requests from this client; see Retry-After."),
+    "503": _error("The audit row or the database is unavailable; nothing happened. Try again."),
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -96,7 +103,11 @@ DOCUMENT: dict[str, Any] = {
                     "200": _json(
                         {
                             "type": "object",
-                            "properties": {"recordings": {"type": "array", "items": _ref("Recording")}},
+                            "properties": {
+                                "recordings": {"type": "array", "items": _ref("Recording")},
+                                "limit": {"type": "integer"},
+                                "offset": {"type": "integer"},
+                            },
                         }
                     ),
                     "400": _error("A parameter is unusable."),
@@ -142,7 +153,12 @@ DOCUMENT: dict[str, Any] = {
             "head": {
                 "summary": "Headers of the audio response.",
                 "parameters": [_ID],
-                "responses": {"200": {"description": "OK"}},
+                "responses": {
+                    "200": {"description": "OK"},
+                    "206": {"description": "The requested range's headers."},
+                    **_REFUSED,
+                    **_NOT_FOUND,
+                },
             },
         },
         "/api/recordings/{id}/hold": _retention_op(
@@ -173,9 +189,10 @@ DOCUMENT: dict[str, Any] = {
                 "requestBody": _body(
                     {
                         "type": "object",
-                        "required": ["number", "at"],
+                        "required": ["number", "at", "case_reference"],
                         "properties": {
                             "number": {"type": "string", "example": "+358 40 123 4567"},
+                            "case_reference": {"type": "string", "maxLength": 200},
                             "at": _TIME,
                             "window_minutes": {
                                 "type": "integer",
@@ -188,7 +205,8 @@ DOCUMENT: dict[str, Any] = {
                 ),
                 "responses": {
                     "200": _json({"type": "object"}),
-                    "400": _error("Unusable number or time."),
+                    "400": _error("Unusable number, time or case reference."),
+                    "429": _error("[privacy] dsar_searches_per_hour reached; see Retry-After."),
                     **_REFUSED,
                 },
             }
@@ -241,8 +259,8 @@ DOCUMENT: dict[str, Any] = {
             "cookie": {
                 "type": "apiKey",
                 "in": "cookie",
-                "name": "callrec_token",
-                "description": "set by the web page",
+                "name": "callrec_session",
+                "description": "a web session, set by the page's sign-in (never the token)",
             },
         },
         "schemas": {
@@ -254,3 +272,7 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+for _ops in DOCUMENT["paths"].values():
+    for _op in _ops.values():
+        _op["responses"] = _ANY | _op["responses"]

@@ -2,8 +2,10 @@
 export. Server-rendered HTML without any script; the audio element seeks through HTTP Range
 on the API. Every page goes through the same middleware as the API: one audit row each.
 
-Signing in puts the token in an HttpOnly, SameSite=Strict cookie (Secure behind HTTPS), so
-the audio element's own requests carry it; state-changing forms are checked as same-origin.
+Signing in with a token opens a server-side session (access/sessions.py); its random id goes
+in an HttpOnly, SameSite=Strict cookie (Secure behind HTTPS), so the audio element's own
+requests carry it. The token itself never goes in a cookie. State-changing forms are checked
+as same-origin.
 The templates (templates/*.html) are Jinja2 with autoescaping on: every value a page shows
 is escaped by the template engine, none by hand.
 """
@@ -18,8 +20,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from callrec.access import people
 from callrec.access import policy as access
+from callrec.access import sessions
 from callrec.access.people import Principal
 from callrec.access.policy import Action
 from callrec.http import core
@@ -136,21 +138,28 @@ async def _recording(request: web.Request) -> web.StreamResponse:
 
 
 async def _sign_in(request: web.Request) -> web.StreamResponse:
+    """The token opens a server-side session; the cookie holds only the session's id."""
     form = await request.post()
     token = str(form.get("token", "")).strip()
-    who = await people.authenticate(serving.pool(request), token) if token else None
-    if who is None:
+    settings = serving.settings(request)
+    session_id = await sessions.open_session(serving.pool(request), token, settings.session_lifetime)
+    who = await serving.session_principal(request, session_id) if session_id else None
+    if session_id is None or who is None:
         return _sign_in_page("That token is unknown, revoked or expired.", status=401)
     entry = request[serving.ENTRY]
     entry.user_id, entry.user_name, entry.role = who.user_id, who.name, who.role
     resp = web.Response(status=303, headers={"Location": "/"})
     secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
-    # No Max-Age: the browser forgets it when closed. HttpOnly: no script can read it.
-    resp.set_cookie(serving.COOKIE, token, path="/", httponly=True, samesite="Strict", secure=secure)
+    # No Max-Age: the browser forgets it when closed; the server ends it anyway (lifetime,
+    # idle timeout, sign-out). HttpOnly: no script can read it.
+    resp.set_cookie(serving.COOKIE, session_id, path="/", httponly=True, samesite="Strict", secure=secure)
     return resp
 
 
 async def _sign_out(request: web.Request) -> web.StreamResponse:
+    session_id = request.cookies.get(serving.COOKIE)
+    if session_id:
+        await sessions.close_session(serving.pool(request), session_id)
     resp = web.Response(status=303, headers={"Location": "/"})
     resp.del_cookie(serving.COOKIE, path="/")
     return resp
@@ -162,16 +171,25 @@ _DSAR_TITLE = "Data-subject request"
 async def _dsar_form(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     await access.grant(serving.pool(request), who, Action.DSAR_SEARCH)
-    return page("dsar.html", _DSAR_TITLE, who, at=None, window_minutes=30, result=None)
+    return page("dsar.html", _DSAR_TITLE, who, at=None, window_minutes=30, result=None, case_reference="")
 
 
 async def _dsar(request: web.Request) -> web.StreamResponse:
     who = serving.principal(request)
     key = serving.settings(request).number_hmac_key
-    found = await core.dsar_search(serving.pool(request), who, key, request.post)
-    request[serving.ENTRY].detail.update(found.audit)
+    per_hour = serving.settings(request).dsar_searches_per_hour
+    write = serving.audit_in_transaction(request)
+    found = await core.dsar_search(
+        serving.pool(request), who, key, request.post, per_hour=per_hour, audit=write
+    )
     return page(
-        "dsar.html", _DSAR_TITLE, who, at=found.at, window_minutes=found.window_minutes, result=found.result
+        "dsar.html",
+        _DSAR_TITLE,
+        who,
+        at=found.at,
+        window_minutes=found.window_minutes,
+        result=found.result,
+        case_reference=found.audit["case_reference"],
     )
 
 

@@ -36,8 +36,8 @@ from callrec.asterisk.ari_events import (
     VAR_SERVICE_NUMBER,
 )
 from callrec.config import Settings
-from callrec.db import migrations
-from callrec.db.pool import Store, StoreUnavailable
+from callrec.db import grants, migrations
+from callrec.db.pool import Db, Store, StoreUnavailable
 from callrec.ops import check_dirs
 from callrec.ops.check_result import Result, error_text
 from callrec.retention import node_check
@@ -248,15 +248,18 @@ class Checker:
                 f"cannot reach PostgreSQL ({str(exc)[:200]}): is it running, and is [database] dsn right?",
             )
             yield Result("skip", "database schema", "needs a working database connection")
+            yield Result("skip", "database roles", "needs a working database connection")
             return
         except asyncpg.PostgresError as exc:
             # Wrong password, unknown role or database: the server answered, so say what it said.
             yield Result("FAIL", "database", f"PostgreSQL refused: {str(exc)[:200]}; check [database] dsn")
             yield Result("skip", "database schema", "needs a working database connection")
+            yield Result("skip", "database roles", "needs a working database connection")
             return
         except Exception as exc:
             yield Result("FAIL", "database", f"unexpected error: {error_text(exc)[:300]}")
             yield Result("skip", "database schema", "needs a working database connection")
+            yield Result("skip", "database roles", "needs a working database connection")
             return
         try:
             yield Result("ok", "database")
@@ -265,6 +268,7 @@ class Checker:
                     pending = [m.name for m in await migrations.pending(store.pool)]
             except Exception as exc:
                 yield Result("FAIL", "database schema", f"cannot read schema_migrations: {error_text(exc)}")
+                yield Result("skip", "database roles", "needs the schema")
                 return
             if pending:
                 yield Result(
@@ -276,6 +280,7 @@ class Checker:
             else:
                 yield Result("ok", "database schema", "every migration applied")
                 self._schema_ok = True
+            yield await database_roles(self.settings, store.pool)
         finally:
             await store.close()
 
@@ -301,6 +306,26 @@ class Checker:
 
     async def check_dir_for_daemon(self, name: str) -> Result:
         return await check_dirs.check_dir_for_daemon(self.settings, name)
+
+
+async def database_roles(settings: Settings, db: Db) -> Result:
+    """The runtime role must not own the evidence logs (docs/privacy.md#two-database-roles)."""
+    name = "database roles"
+    try:
+        owned = await grants.logs_owned_by_current_role(db)
+    except Exception as exc:
+        return Result("FAIL", name, f"cannot read the tables' owners: {error_text(exc)}")
+    if owned:
+        return Result(
+            "FAIL",
+            name,
+            f"the role of [database] dsn owns {', '.join(owned)} and could alter the evidence: "
+            "give the schema to an owner role (docs/operations.md#database-roles), set "
+            "[database] owner_dsn, and run callrec migrate",
+        )
+    if settings.database_owner_dsn is None:
+        return Result("warn", name, "[database] owner_dsn unset: callrec migrate runs as the runtime role")
+    return Result("ok", name, "the runtime role owns none of the logs")
 
 
 def _channelvars_in_getconfig(answer: Mapping[str, str]) -> Iterable[str]:

@@ -17,23 +17,13 @@ from typing import Any, TextIO
 
 import structlog
 
-from callrec.privacy import mask_number
+from callrec.privacy import redact
 
-# Seven or more digits, possibly with a leading + and the usual separators: a phone number.
-PHONE_SHAPED = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
 # Values that are identifiers, not numbers anyone dialled (linkedids look like 1795373223.0).
 _EXEMPT = frozenset({"call_id", "recording_id", "timestamp", "pid", "port", "bytes"})
 # A channel is exempt only as a uniqueid: a channel *name* holds what was dialled
 # (Local/0401234567@callrec-outside-00000001;1).
 _UNIQUEID = re.compile(r"^[0-9]{1,20}\.[0-9]{1,10}$")
-
-
-def _mask_match(m: re.Match[str]) -> str:
-    return mask_number(m.group(0)) or "***"
-
-
-def redact(value: str) -> str:
-    return PHONE_SHAPED.sub(_mask_match, value)
 
 
 def _redact_value(value: Any) -> Any:
