@@ -4,11 +4,11 @@
 
 The whole life runs once, in the module fixture ``life``; each test checks one part of what it
 recorded. systemd does not run in a chroot, so the maintainer scripts meet a stand-in
-``systemctl`` (first on PATH, logging its arguments with the callrec version installed at that
+``systemctl`` (in /usr/bin, logging its arguments with the callrec version installed at that
 moment), and ``/run/systemd/system`` exists, as on a booted host: this shows which of start,
 stop and restart each dpkg step asks for. That a SIGTERM drains the calls being recorded is
-tested on the real daemon (tests/e2e/test_recording.py, test_faults.py). ``systemd-analyze verify`` runs inside
-the root, with the real systemd installed there after callrec.
+tested on the real daemon (tests/e2e/test_recording.py). ``systemd-analyze verify`` runs
+inside the root, with the real systemd installed there before callrec, as on a server.
 
 Needs root (chroot, mount), network to deb.debian.org and PyPI, and the build tools of
 tests/harness/apt-deps.sh. Both builds are cached on their source hash (debian/build-deb.sh).
@@ -34,13 +34,20 @@ APT_ARCHIVES = Path("/var/cache/callrec/apt-archives")  # .debs kept between run
 SPOOL = "/var/spool/asterisk/callrec"
 CONF = "/etc/callrec/callrec.toml"
 JOURNAL = "/var/lib/callrec/journal.sqlite3"
-# Logs every call, and the callrec version installed when it came; is-enabled says enabled so
-# deb-systemd-invoke acts as on a host where the unit is enabled.
+# systemd does not run in a chroot: this stand-in for systemctl logs the actions (start, stop,
+# restart...) with the callrec version installed at that moment and answers as a host where
+# the service runs; the offline verbs (preset, is-enabled, enable...) go to the real one, told
+# with --root=/ not to look for a running systemd.
 SYSTEMCTL_SHIM = """#!/bin/sh
-v=$(dpkg-query -W -f '${Version}' callrec 2>/dev/null)
-echo "$* @${v:-none}" >> /var/log/systemctl-calls
-case "$*" in *is-enabled*) echo enabled ;; *--version*) echo "systemd 252 (252)" ;; esac
-exit 0
+for a in "$@"; do case "$a" in -*) ;; *) verb=$a; break ;; esac; done
+case "$verb" in
+  start|stop|restart|try-restart|reload|reload-or-restart|kill)
+    v=$(dpkg-query -W -f '${Version}' callrec 2>/dev/null)
+    echo "$verb ${*##* } @${v:-none}" >> /var/log/systemctl-actions
+    exit 0 ;;
+  is-active|daemon-reload|daemon-reexec|reset-failed) exit 0 ;;
+esac
+exec /bin/systemctl.real --root=/ "$@"
 """
 
 
@@ -59,7 +66,7 @@ class Life:
 
     def sh(self, step: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/root",
             "LC_ALL": "C.UTF-8",
             "DEBIAN_FRONTEND": "noninteractive",
@@ -88,11 +95,14 @@ class Life:
             res = self.sh(f"{step}: stat", f"stat -c '%U:%G %a %F' {name} 2>/dev/null || echo absent")
             facts[name] = res.stdout.strip()
         facts["groups"] = self.sh(f"{step}: id", "id -nG callrec 2>/dev/null || echo absent").stdout.split()
-        calls = self.path("/var/log/systemctl-calls")
-        facts["systemctl"] = [c for c in calls.read_text().splitlines() if "callrec" in c] if calls.exists() else []
+        calls = self.path("/var/log/systemctl-actions")
+        facts["systemctl"] = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
-        facts["enabled"] = self.path("/etc/systemd/system/multi-user.target.wants/callrec.service").is_symlink()
+        wants = self.path("/etc/systemd/system/multi-user.target.wants/callrec.service")
+        facts["enabled"] = wants.is_symlink()
         facts["conf"] = self.path(CONF).read_text() if self.path(CONF).exists() else None
+        unit = self.path("/lib/systemd/system/callrec.service")
+        facts["unit"] = unit.read_text() if unit.exists() else None
         self.facts[step] = facts
 
 
@@ -131,15 +141,12 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Life]:
     try:
         shutil.copy("/etc/resolv.conf", life.path("/etc/resolv.conf"))
         (APT_ARCHIVES / "partial").mkdir(parents=True, exist_ok=True)
-        for src, dst, opts in (("proc", "/proc", ["-t", "proc"]), (str(APT_ARCHIVES), "/var/cache/apt/archives", ["--bind"])):
-            subprocess.run(["mount", *opts, src, str(life.path(dst))], check=True)
+        binds = (("proc", "/proc", "-tproc"), (str(APT_ARCHIVES), "/var/cache/apt/archives", "--bind"))
+        for src, dst, opt in binds:
+            subprocess.run(["mount", opt, src, str(life.path(dst))], check=True)
             mounts.append(life.path(dst))
         for name in ("old", "new"):
             shutil.copy(life.debs[name], life.path("/tmp"))
-        shim = life.path("/usr/local/bin/systemctl")
-        shim.write_text(SYSTEMCTL_SHIM)
-        shim.chmod(0o755)
-        life.path("/run/systemd/system").mkdir(parents=True, exist_ok=True)
         _live(life)
         yield life
     finally:
@@ -152,6 +159,15 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Life]:
 def _live(life: Life) -> None:
     old, new = (f"/tmp/{life.debs[n].name}" for n in ("old", "new"))
     life.sh("apt update", "apt-get update -qq")
+    # A server has systemd; its systemctl (/bin/systemctl in bookworm's package, = /usr/bin with
+    # the merged /usr) is diverted, the stand-in takes its place, and /run/systemd/system says
+    # "booted with systemd" to the maintainer scripts.
+    life.sh("systemd", "apt-get install -y -q --no-install-recommends systemd")
+    life.sh("systemd", "dpkg-divert --local --rename --divert /bin/systemctl.real --add /bin/systemctl")
+    shim = life.path("/usr/bin/systemctl")
+    shim.write_text(SYSTEMCTL_SHIM)
+    shim.chmod(0o755)
+    life.path("/run/systemd/system").mkdir(parents=True, exist_ok=True)
     life.sh("install", f"apt install -y -q {old}")
     life.snapshot("install")
     life.sh("help", "callrec --help")
@@ -164,18 +180,31 @@ def _live(life: Life) -> None:
         " && echo ari-pass > ari && echo ami-secret > ami && chown callrec ari ami && chmod 0400 ari ami",
     )
     life.sh("config filled", f"runuser -u callrec -- callrec config --config {CONF}", check=False)
-    life.sh("systemd", "apt-get install -y -q --no-install-recommends systemd")
     life.sh("verify", "systemd-analyze verify /lib/systemd/system/callrec.service", check=False)
+    life.sh(
+        "verify a mistake",
+        "mkdir -p /tmp/bad && sed 's/^\\[Service\\]$/[Service]\\nRestartSecs=2/' "
+        "/lib/systemd/system/callrec.service > /tmp/bad/callrec.service"
+        " && systemd-analyze verify /tmp/bad/callrec.service",
+        check=False,
+    )
     # Asterisk arrives, and the daemon has a journal: the upgrade must add the group, make the
     # recordings folder, and keep the journal and the filled-in config.
-    life.sh("asterisk", "adduser --system --group --quiet asterisk && install -d -o asterisk -g asterisk -m 0750 /var/spool/asterisk")
+    life.sh(
+        "asterisk",
+        "adduser --system --group --quiet asterisk"
+        " && install -d -o asterisk -g asterisk -m 0750 /var/spool/asterisk",
+    )
     life.sh("journal", f"printf 'journal-bytes' > {JOURNAL} && chown callrec:callrec {JOURNAL}")
-    life.path("/var/log/systemctl-calls").unlink(missing_ok=True)
+    # As if the older version had lacked the last migration: the upgrade must name it.
+    life.sh("older migrations", "sed -i '$d' /var/lib/callrec/package-migrations")
     life.sh("upgrade", f"apt install -y -q {new}")
     life.snapshot("upgrade")
-    life.facts["upgrade"]["changelog"] = gzip.decompress(
-        life.path("/usr/share/doc/callrec/changelog.gz").read_bytes()
-    ).decode().splitlines()[0]
+    life.facts["upgrade"]["changelog"] = (
+        gzip.decompress(life.path("/usr/share/doc/callrec/changelog.gz").read_bytes())
+        .decode()
+        .splitlines()[0]
+    )
     life.sh("remove", "apt-get remove -y -q callrec")
     life.snapshot("remove")
     life.sh("purge", "apt-get purge -y -q callrec")
@@ -193,7 +222,7 @@ def test_install_makes_the_user_folders_and_enables_the_unit(life: Life) -> None
     assert "dpkg-reconfigure callrec" in life.out["install"].stderr + life.out["install"].stdout
     assert facts["enabled"] is True
     # Started at install (the unit's ConditionPathExists= then skips it until the secrets exist).
-    assert facts["systemctl"] == ["--quiet --system start callrec.service @0.1.0"], facts["systemctl"]
+    assert facts["systemctl"] == ["start callrec.service @0.1.0"], facts["systemctl"]
 
 
 def test_callrec_runs_and_the_shipped_config_says_what_is_missing(life: Life) -> None:
@@ -209,7 +238,9 @@ def test_callrec_runs_and_the_shipped_config_says_what_is_missing(life: Life) ->
 def test_systemd_accepts_the_installed_unit(life: Life) -> None:
     res = life.out["verify"]
     assert res.returncode == 0 and "callrec.service" not in res.stdout + res.stderr, res.stdout + res.stderr
-    unit = life.path("/lib/systemd/system/callrec.service").read_text()
+    mistake = life.out["verify a mistake"]
+    assert "RestartSecs" in mistake.stdout + mistake.stderr, "verify in the root would notice a mistake"
+    unit = life.facts["install"]["unit"]
     # The only difference to systemd/callrec.service is the path of the command.
     source = (REPO / "systemd" / "callrec.service").read_text()
     assert unit == source.replace("ExecStart=/opt/callrec/bin/callrec ", "ExecStart=/usr/bin/callrec ")
@@ -220,9 +251,13 @@ def test_upgrade_restarts_once_after_unpacking_and_keeps_config_and_journal(life
     assert NEWER in str(facts["changelog"])
     # No stop before the new files are in place (the old daemon keeps recording through the
     # unpack); one restart, a SIGTERM drain then the new version, once they are.
-    assert facts["systemctl"] == [f"--quiet --system restart callrec.service @{NEWER}"], facts["systemctl"]
+    assert facts["systemctl"] == [f"restart callrec.service @{NEWER}"], facts["systemctl"]
     assert facts["conf"] == _filled(life.facts["install"]["conf"])  # type: ignore[arg-type]
     assert facts[JOURNAL] == "callrec:callrec 644 regular file"
+    said = life.out["upgrade"].stdout + life.out["upgrade"].stderr
+    last = sorted(p.name for p in (REPO / "sql").glob("[0-9]*.sql"))[-1]
+    assert f"brings database migrations: {last}. Run 'callrec migrate" in said, said
+    assert "brings database migrations" not in life.out["install"].stdout + life.out["install"].stderr
     # Asterisk arrived before the upgrade: its postinst finished the setup.
     assert sorted(facts["groups"]) == ["asterisk", "callrec"]  # type: ignore[arg-type]
     assert facts[SPOOL] == "asterisk:asterisk 2770 directory"
@@ -230,7 +265,7 @@ def test_upgrade_restarts_once_after_unpacking_and_keeps_config_and_journal(life
 
 def test_remove_stops_the_service_and_keeps_the_data(life: Life) -> None:
     facts = life.facts["remove"]
-    assert facts["systemctl"] == [f"--quiet --system stop callrec.service @{NEWER}"], facts["systemctl"]
+    assert facts["systemctl"] == [f"stop callrec.service @{NEWER}"], facts["systemctl"]
     assert facts["/usr/bin/callrec"] == "absent"
     assert facts[JOURNAL] == "callrec:callrec 644 regular file"
     assert facts[CONF] == "root:callrec 640 regular file"
@@ -250,9 +285,8 @@ def test_purge_says_what_it_removes_and_keeps_the_recordings(life: Life) -> None
 
 def test_lintian_reports_no_errors_and_every_warning_is_explained(life: Life) -> None:
     started = time.monotonic()
-    res = subprocess.run(
-        ["lintian", "--no-tag-display-limit", str(life.debs["old"])], capture_output=True, text=True, timeout=600
-    )
+    lintian = ["lintian", "--no-tag-display-limit", str(life.debs["old"])]
+    res = subprocess.run(lintian, capture_output=True, text=True, timeout=600)
     life.seconds["lintian"] = time.monotonic() - started
     lines = [line for line in res.stdout.splitlines() if line[:2] in ("E:", "W:")]
     errors = [line for line in lines if line.startswith("E:")]
@@ -263,8 +297,9 @@ def test_lintian_reports_no_errors_and_every_warning_is_explained(life: Life) ->
 
 
 def test_package_files_are_what_the_docs_promise(life: Life) -> None:
-    res = subprocess.run(["dpkg-deb", "-c", str(life.debs["old"])], capture_output=True, text=True, check=True)
-    listing = res.stdout
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(life.debs["old"])], capture_output=True, text=True, check=True
+    ).stdout
     for path in (
         "./etc/callrec/callrec.toml",
         "./lib/systemd/system/callrec.service",
