@@ -154,6 +154,10 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Life]:
             subprocess.run(["umount", str(mount)], check=False)
         subprocess.run(["rm", "-rf", "--one-file-system", str(life.root)], check=False)
     print("package test seconds:", {k: round(v, 1) for k, v in life.seconds.items()})
+    for step in ("install", "upgrade", "remove", "purge"):
+        lines = (life.out[step].stdout + life.out[step].stderr).splitlines()
+        said = [line for line in lines if line.startswith(("callrec:", "  "))]
+        print(f"{step}:", *said, sep="\n  ")
 
 
 def _live(life: Life) -> None:
