@@ -77,4 +77,6 @@ rm -rf "$dest.tmp"
 mkdir "$dest.tmp"
 cp "$work"/callrec_*.deb "$work"/callrec_*.buildinfo "$work"/callrec_*.changes "$work/build.log" "$dest.tmp/"
 mv "$dest.tmp" "$dest"
+# Keep the ten newest builds (about 2 MB each).
+ls -1dt "$cache"/*/ 2>/dev/null | tail -n +11 | xargs -r rm -rf --
 finish
