@@ -94,6 +94,9 @@ class Life:
         for name in ("/var/lib/callrec", SPOOL, CONF, "/etc/callrec", "/usr/bin/callrec", JOURNAL):
             res = self.sh(f"{step}: stat", f"stat -c '%U:%G %a %F' {name} 2>/dev/null || echo absent")
             facts[name] = res.stdout.strip()
+        venv = self.path("/usr/lib/callrec")
+        facts["venv left"] = [str(p.relative_to(venv)) for p in venv.rglob("*")][:5] if venv.exists() else []
+        facts["byte-code"] = any(self.path("/usr/lib/callrec/lib").rglob("callrec/__pycache__/cli.*.pyc"))
         facts["groups"] = self.sh(f"{step}: id", "id -nG callrec 2>/dev/null || echo absent").stdout.split()
         calls = self.path("/var/log/systemctl-actions")
         facts["systemctl"] = calls.read_text().splitlines() if calls.exists() else []
@@ -220,6 +223,7 @@ def _live(life: Life) -> None:
 def test_install_makes_the_user_folders_and_enables_the_unit(life: Life) -> None:
     facts = life.facts["install"]
     assert facts["/usr/bin/callrec"] == "root:root 777 symbolic link"
+    assert facts["byte-code"], "postinst compiles the venv's modules"
     assert facts["groups"] == ["callrec"]  # no asterisk group on this host yet
     assert facts["/var/lib/callrec"] == "callrec:callrec 750 directory"
     assert facts[CONF] == "root:callrec 640 regular file"
@@ -275,6 +279,8 @@ def test_remove_stops_the_service_and_keeps_the_data(life: Life) -> None:
     facts = life.facts["remove"]
     assert facts["systemctl"] == [f"stop callrec.service @{NEWER}"], facts["systemctl"]
     assert facts["/usr/bin/callrec"] == "absent"
+    # prerm removed the byte-code postinst made: dpkg could remove every folder of the venv.
+    assert facts["venv left"] == [], facts["venv left"]
     assert facts[JOURNAL] == "callrec:callrec 644 regular file"
     assert facts[CONF] == "root:callrec 640 regular file"
     assert facts[SPOOL] == "asterisk:asterisk 2770 directory"
