@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/daemon:$(CURDIR)
 
-.PHONY: demo test deps lint bench
+.PHONY: demo test deps lint bench deb
 
 demo: deps
 	$(PY) -m tests.harness.demo
@@ -21,6 +21,13 @@ test: deps
 bench: deps
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) bench/summary.py $(BENCH_FLAGS)
+
+# The Debian package, dist/callrec_<version>_<arch>.deb (docs/install.md), on Debian bookworm:
+# installs the build tools it lacks (debian/control's Build-Depends), then debian/build-deb.sh
+# (cached on the source's hash). Needs PyPI and the Debian mirror, nothing else.
+deb:
+	tests/harness/apt-deps.sh --deb
+	debian/build-deb.sh dist
 
 deps: $(VENV)/.installed
 	@tests/harness/asterisk-root.sh

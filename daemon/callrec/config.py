@@ -469,4 +469,10 @@ def load(path: Path, reader: Callable[[Path], bytes] = Path.read_bytes) -> Setti
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if not data:
+        # The packaged /etc/callrec/callrec.toml until someone fills it in (docs/install.md).
+        raise ConfigError(
+            f"{path}: nothing is configured yet (every setting is commented out); fill in "
+            "[asterisk], [database] and one [registers.NAME] (docs/operations.md#configuration)"
+        )
     return _parse(data)

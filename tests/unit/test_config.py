@@ -129,6 +129,24 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load(tmp_path / "absent.toml")
 
 
+def test_the_shipped_conffile_configures_nothing_and_says_so(tmp_path: Path) -> None:
+    """config/callrec.toml is the package's /etc/callrec/callrec.toml (docs/install.md)."""
+    shipped = Path(__file__).parents[2] / "config" / "callrec.toml"
+    with pytest.raises(ConfigError, match=r"nothing is configured yet .* \[asterisk\], \[database\]"):
+        load(shipped)
+    # Its commented settings, switched on, are a working config (secrets where systemd puts them).
+    on = [
+        line[1:] if line.startswith("#") and not line.startswith(("##", "# ")) else line
+        for line in shipped.read_text().splitlines()
+        if line != "#"
+    ]
+    text = "\n".join(on).replace("/run/credentials/callrec.service", str(tmp_path))
+    (tmp_path / "ari").write_text("pw")
+    (tmp_path / "ami").write_text("pw")
+    settings = load(write(tmp_path, text))
+    assert list(settings.registers) == ["customer-service"]
+
+
 def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace('"6 months"', '"half a year"'))
     res = subprocess.run(
