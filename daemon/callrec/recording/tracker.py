@@ -14,6 +14,11 @@ so it can be tested with plain function calls and replayed event transcripts:
   Outbound, the anchor is the agent's channel, already Up while the customer's phone rings,
   so recording starts when another channel of the call (not the anchor's own Local twin)
   goes Up: the customer answered.
+* The channel recorded is the customer's, because it is the one that stays on the call when
+  agents transfer it (docs/asterisk.md#blind-transfer-moves-the-transferee): inbound the
+  anchor (the trunk channel, where the dialplan marks the call), outbound the channel that
+  answered. A transfer keeps the linkedid, so the new agent's channels join the same call.
+* Every agent whose leg answered is listed in order, with when they joined and left.
 * The customer's number is masked the moment it is read; the tracker never stores it whole.
 """
 
@@ -35,7 +40,7 @@ from callrec.asterisk.ari_events import (
 )
 from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
-from callrec.recording.facts import Parties, StartRecording
+from callrec.recording.facts import AgentStint, Parties, StartRecording
 from callrec.recording.layout import default_file_path
 
 # --- commands -------------------------------------------------------------------------------
@@ -86,6 +91,15 @@ class _Channel:
     state: str
     call: _Call
     agent: str | None = None
+    stint: _Stint | None = None
+    """The agent's time on the call, once this agent leg answered."""
+
+
+@dataclass(slots=True)
+class _Stint:
+    agent: str
+    joined_at: float
+    left_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +115,7 @@ class _Call:
     customer_from_caller: tuple[str | None, str | None] = (None, None)
     """(masked, hmac) of the anchor's caller ID number."""
     agent: str | None = None
+    agents: list[_Stint] = field(default_factory=list)
     recording: uuid.UUID | None = None
     recorded_channel: str | None = None
     stop_sent: bool = False
@@ -158,14 +173,15 @@ class CallTracker:
         chan.name = snap.name
         call = chan.call
         for var, val in snap.vars.items():
-            self._set_var(chan, var, val, out)
+            self._set_var(chan, var, val, out, now)
         if event.kind == "varset" and event.variable in CONTRACT_VARS and event.value:
-            self._set_var(chan, event.variable, event.value, out)
+            self._set_var(chan, event.variable, event.value, out, now)
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
             call.customer_from_caller = self._customer(snap.caller_number)
-        if call.agent is None:
-            self._note_answered_agent(chan)
+        self._note_agents(chan, now)
+        if event.kind == "hangup_request":
+            self._agent_left(chan, now)
         if event.kind == "hangup_request" and call.recorded_channel == chan.id and not call.stop_sent:
             call.stop_sent = True
             assert call.recording is not None
@@ -213,10 +229,9 @@ class CallTracker:
         chan.state = snap.state
         chan.name = snap.name
         for var, val in snap.vars.items():
-            self._set_var(chan, var, val, out)
+            self._set_var(chan, var, val, out, now)
         call = chan.call
-        if call.agent is None:
-            self._note_answered_agent(chan)
+        self._note_agents(chan, now)
         register = call.register
         if (
             call.recording is not None
@@ -224,7 +239,7 @@ class CallTracker:
             or self._registers.get(snap.vars.get(VAR_REGISTER, "")) is None
         ):
             return out
-        if register.direction == "outbound" and not self._answered(call, call.anchor or chan):
+        if register.direction == "outbound" and self._answered(call, call.anchor or chan) is None:
             return out
         call.anchor = chan
         call.customer_from_caller = self._customer(snap.caller_number)
@@ -251,7 +266,7 @@ class CallTracker:
         call.channels[snap.id] = chan
         return chan
 
-    def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command]) -> None:
+    def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command], now: float) -> None:
         call = chan.call
         if var == VAR_REGISTER:
             if call.register is None:
@@ -265,25 +280,48 @@ class CallTracker:
             if call.anchor is None and call.register.name == val:
                 call.anchor = chan
         elif var == VAR_AGENT:
-            chan.agent = val[:MAX_VALUE_LEN]
+            agent = val[:MAX_VALUE_LEN]
+            if chan.stint is not None and chan.stint.agent != agent:
+                # The same leg now serves another agent (its dialplan went on): a new stint.
+                chan.stint.left_at = chan.stint.left_at or now
+                chan.stint = None
+            chan.agent = agent
         elif var == VAR_SERVICE_NUMBER:
             if call.service_number is None:
                 call.service_number = val[:MAX_VALUE_LEN]
         elif var == VAR_CUSTOMER_NUMBER:
             call.customer_explicit = self._customer(val)
 
-    def _note_answered_agent(self, chan: _Channel) -> None:
-        """The agent is whoever answered: a queue rings every member, and each member leg
-        sets CALLREC_AGENT before it rings. A Local agent leg has answered only once both
-        halves are Up (a member whose ;2 answered but lost the race keeps its ;1 Down)."""
+    def _note_agents(self, chan: _Channel, now: float) -> None:
+        """An agent is on the call once their leg answered: a queue rings every member, and
+        each member leg sets CALLREC_AGENT before it rings. A Local agent leg has answered
+        only once both halves are Up (a member whose ;2 answered but lost the race keeps its
+        ;1 Down). The first to answer is the row's agent_name; all are in its agents list."""
         twin_name = _local_twin(chan.name)
-        twin = self._by_name(chan.call, twin_name) if twin_name else None
+        if not chan.agent and twin_name is None:
+            return
+        call = chan.call
+        twin = self._by_name(call, twin_name) if twin_name else None
         for leg, other in ((chan, twin), (twin, chan)):
-            if leg is None or not leg.agent or leg.state != "Up":
+            if leg is None or not leg.agent or leg.state != "Up" or leg.stint is not None:
                 continue
             if twin_name is None or (other is not None and other.state == "Up"):
-                chan.call.agent = leg.agent
-                return
+                leg.stint = _Stint(leg.agent, now)
+                call.agents.append(leg.stint)
+                if call.agent is None:
+                    call.agent = leg.agent
+
+    def _agent_left(self, chan: _Channel, now: float) -> None:
+        """An agent leg (either half of a Local one) hangs up: the agent left the call."""
+        twin_name = _local_twin(chan.name)
+        twin = self._by_name(chan.call, twin_name) if twin_name else None
+        for leg in (chan, twin):
+            if leg is not None and leg.stint is not None and leg.stint.left_at is None:
+                leg.stint.left_at = now
+
+    @staticmethod
+    def _anchor_agent(call: _Call) -> str | None:
+        return call.anchor.agent if call.anchor is not None else None
 
     @staticmethod
     def _by_name(call: _Call, name: str) -> _Channel | None:
@@ -300,37 +338,45 @@ class CallTracker:
         anchor, register = call.anchor, call.register
         if anchor is None or register is None:
             return
-        inbound = register.direction == "inbound"
-        if anchor.state == "Up" if inbound else self._answered(call, anchor):
-            self._start(call, anchor, register, now, out)
+        if register.direction == "inbound":
+            if anchor.state == "Up":
+                self._start(call, anchor, register, now, out)
+        elif (answered := self._answered(call, anchor)) is not None:
+            self._start(call, answered, register, now, out)
 
     @staticmethod
-    def _answered(call: _Call, anchor: _Channel) -> bool:
-        """Outbound: some channel of the call other than the agent's own leg is Up."""
+    def _answered(call: _Call, anchor: _Channel) -> _Channel | None:
+        """Outbound: the customer's channel, the first of the call to be Up other than the
+        agent's own leg (the anchor and its Local twin); None while the customer's phone rings."""
         twin = _local_twin(anchor.name)
-        return any(c.state == "Up" and c is not anchor and c.name != twin for c in call.channels.values())
+        for c in call.channels.values():
+            if c.state == "Up" and c is not anchor and c.name != twin:
+                return c
+        return None
 
     def _start(
-        self, call: _Call, anchor: _Channel, register: Register, now: float, out: list[Command]
+        self, call: _Call, recorded: _Channel, register: Register, now: float, out: list[Command]
     ) -> None:
+        """Record ``recorded``: the customer's channel, which stays on the call through
+        transfers (the module's docstring)."""
         rid = self._new_id()
         customer = call.customer_explicit or call.customer_from_caller
         call.recording = rid
-        call.recorded_channel = anchor.id
+        call.recorded_channel = recorded.id
         out.append(
             StartRecording(
                 recording_id=rid,
                 call_id=call.id,
                 register=register.name,
                 direction=register.direction,
-                channel_id=anchor.id,
-                channel_name=anchor.name,
+                channel_id=recorded.id,
+                channel_name=recorded.name,
                 file_path=self._file_path(rid, now),
                 answered_at=now,
                 service_number=call.service_number,
                 customer_number_masked=customer[0],
                 customer_number_hmac=customer[1],
-                agent_name=call.agent or anchor.agent,
+                agent_name=call.agent or self._anchor_agent(call) or recorded.agent,
             )
         )
 
@@ -344,6 +390,7 @@ class CallTracker:
         interrupted: bool = False,
     ) -> None:
         call = chan.call
+        self._agent_left(chan, now)
         del self._channels[chan.id]
         del call.channels[chan.id]
         if call.recorded_channel == chan.id and call.recording is not None:
@@ -356,7 +403,8 @@ class CallTracker:
                         service_number=call.service_number,
                         customer_number_masked=customer[0],
                         customer_number_hmac=customer[1],
-                        agent_name=call.agent or (call.anchor.agent if call.anchor else None),
+                        agent_name=call.agent or self._anchor_agent(call),
+                        agents=tuple(AgentStint(s.agent, s.joined_at, s.left_at) for s in call.agents),
                     ),
                     missed_end=missed,
                     interrupted=interrupted,
