@@ -14,3 +14,8 @@ UPDATE recordings
 
 -- "Recordings where this agent was on the call": the policy's reach and the agent filter.
 CREATE INDEX recordings_agents ON recordings USING gin (agents jsonb_path_ops);
+
+-- Spans muted for card numbers (PCI DSS 4.0 3.3.1; docs/dialplan.md#pause-for-card-numbers):
+-- [[start, end], ...] in seconds from started_at; the audio holds silence of the same length.
+ALTER TABLE recordings
+    ADD COLUMN paused jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(paused) = 'array');

@@ -65,8 +65,10 @@ def write_config(
     drain_timeout: float = 30,
     state_dir: Path | None = None,
     extra: str = "",
+    daemon_keys: str = "",
 ) -> None:
-    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``)."""
+    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``); ``daemon_keys`` are
+    more lines of ``[daemon]`` (e.g. ``max_pause = 2``)."""
     state_dir = state_dir or path.parent / "state"
     path.write_text(f"""
 [asterisk]
@@ -89,6 +91,7 @@ listen = "127.0.0.1:{free_port()}"
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
+{daemon_keys}
 [registers.customer-service]
 direction = "inbound"
 retention = "6 months"
@@ -109,6 +112,7 @@ def start_daemon(
     drain_timeout: float = 30,
     state_dir: Path | None = None,
     extra_config: str = "",
+    daemon_keys: str = "",
     quiet: bool = True,
 ) -> Daemon:
     """Run ``callrec run`` as a process with its config and log in ``tmp_path``.
@@ -121,7 +125,14 @@ def start_daemon(
     cfg = tmp_path / "callrec.toml"
     port = free_port()
     write_config(
-        cfg, asterisk, dsn, port, drain_timeout=drain_timeout, state_dir=state_dir, extra=extra_config
+        cfg,
+        asterisk,
+        dsn,
+        port,
+        drain_timeout=drain_timeout,
+        state_dir=state_dir,
+        extra=extra_config,
+        daemon_keys=daemon_keys,
     )
     log_path = tmp_path / "daemon.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))

@@ -431,3 +431,42 @@ def test_outbound_claim_waits_for_the_customer_to_answer() -> None:
     (start,) = t_up.claim(snap("cust", "Up", CALLREC_REGISTER="telesales"), 1)
     assert isinstance(start, StartRecording) and start.channel_id == "cust" and start.direction == "outbound"
     assert start.agent_name == "bob"
+
+
+def test_callrec_pause_on_any_channel_of_a_recorded_call_pauses_its_recording() -> None:
+    from callrec.recording.tracker import PauseRecording
+
+    t = CallTracker(REGISTERS)
+    assert (
+        t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_PAUSE", value="1"), 0) == []
+    )  # not recorded
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 1
+    )
+    assert t.handle(ev("ChannelVarset", chan("b"), variable="CALLREC_PAUSE", value="1"), 2) == [
+        PauseRecording(start.recording_id, True, 2)
+    ]
+    assert t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_PAUSE", value="0"), 3) == [
+        PauseRecording(start.recording_id, False, 3)
+    ]
+    assert t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_PAUSE", value=""), 4) == [
+        PauseRecording(start.recording_id, False, 4)
+    ]
+
+
+def test_live_calls_by_agent_for_the_pause_api() -> None:
+    events = list(transcript("inbound_blind_dtmf"))
+    t = CallTracker(REGISTERS)
+    seen: dict[str, set[str]] = {"alice": set(), "bob": set()}
+    rid = None
+    for i, obj in enumerate(events):
+        parsed = parse_event(obj)
+        for c in t.handle(parsed, float(i)) if parsed else ():
+            rid = c.recording_id if isinstance(c, StartRecording) else rid
+        for agent in seen:
+            if t.live_recording_of_agent(agent) is not None:
+                seen[agent].add(obj["type"])
+    # alice is on the live call until her transfer, bob from his answer; after the customer
+    # hangs up neither is.
+    assert seen["alice"] and seen["bob"]
+    assert t.live_recording_of_agent("alice") is None and t.agents_of(rid) is None  # type: ignore[arg-type]

@@ -36,14 +36,19 @@ class Action(StrEnum):
     ERASE = "erase"
     DSAR_SEARCH = "dsar_search"
     AUDIT_READ = "audit_read"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 Reach = Literal["own", "team", "all"]
 _LISTEN: tuple[Action, ...] = (Action.SEARCH, Action.VIEW, Action.PLAY, Action.DOWNLOAD)
+# Pausing a live call's recording for card numbers (docs/dialplan.md#pause-for-card-numbers):
+# the agent their own call, a supervisor their team's, the DPO any.
+_LIVE: tuple[Action, ...] = (Action.PAUSE, Action.RESUME)
 
 POLICY: Mapping[Role, Mapping[Action, Reach]] = {
-    "agent": dict.fromkeys(_LISTEN, "own"),
-    "supervisor": dict.fromkeys(_LISTEN, "team"),
+    "agent": dict.fromkeys(_LISTEN + _LIVE, "own"),
+    "supervisor": dict.fromkeys(_LISTEN + _LIVE, "team"),
     # The data protection officer answers data-subject and police requests and runs retention.
     "dpo": dict.fromkeys(Action, "all"),
     # Runs the system: sees that recordings exist and their technical state, never audio.

@@ -52,4 +52,7 @@ def _encode(name: str, value: Any) -> Any:
 
 
 def _decode(name: str, value: Any) -> Any:
-    return tuple(orjson.loads(value)) if name in _JSONB and isinstance(value, str) else value
+    if name not in _JSONB or not isinstance(value, str):
+        return value
+    # Lists inside (the paused spans) come back as tuples, as the Recording holds them.
+    return tuple(tuple(v) if isinstance(v, list) else v for v in orjson.loads(value))

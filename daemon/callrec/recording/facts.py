@@ -79,6 +79,11 @@ def _col(schema: Mapping[str, Any], json: str | None = "", **kw: Any) -> dict[st
 _TEXT = {"type": "string"}
 _TEXT_OR_NULL = {"type": ["string", "null"]}
 _TIME = {"type": "string", "format": "date-time"}
+_PAUSED = {
+    "type": "array",
+    "description": "spans muted for card numbers: [start, end] seconds from the start; silence in the audio",
+    "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+}
 _AGENTS = {
     "type": "array",
     "description": "every agent whose leg answered, in order (transfers, queues), within the recording",
@@ -123,6 +128,8 @@ class Recording:
     """The call was cut by an Asterisk restart; the file is as Asterisk left it."""
     agents: tuple[dict[str, str], ...] = field(default=(), metadata=_col(_AGENTS, view="full", jsonb=True))
     """{agent, joined_at, left_at} (ISO 8601) of every agent on the call; agent_name is the first."""
+    paused: tuple[tuple[float, float], ...] = field(default=(), metadata=_col(_PAUSED, jsonb=True))
+    """[start, end] offsets in seconds of the spans muted for card numbers (silence in the file)."""
     retain_until: datetime | None = field(default=None, metadata=_col(_TIME, written=False))
     """Set by the database on insert: ended_at + the register's retention."""
     legal_hold: bool = field(default=False, metadata=_col({"type": "boolean"}, written=False))
@@ -149,6 +156,7 @@ class Recording:
         recovered: bool,
         interrupted: bool,
         parties: Parties,
+        paused: tuple[tuple[float, float], ...] = (),
     ) -> Recording:
         """The row of a recording whose file is closed. ``parties`` are the latest facts of
         the call (a transfer may have changed the agent or the caller ID since the answer)."""
@@ -172,6 +180,7 @@ class Recording:
             recovered=recovered,
             interrupted=interrupted,
             agents=tuple(s.clamped(started_at, ended_at) for s in parties.agents),
+            paused=paused,
         )
 
     @classmethod
@@ -183,6 +192,7 @@ class Recording:
             if d.get(name) is not None:
                 d[name] = datetime.fromisoformat(d[name])
         d["agents"] = tuple(d.get("agents", ()))
+        d["paused"] = tuple((s[0], s[1]) for s in d.get("paused", ()))
         return cls(**d)
 
     def to_json(self, view: View, *, audio: bool) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from callrec.asterisk.ari_events import (
     MAX_VALUE_LEN,
     VAR_AGENT,
     VAR_CUSTOMER_NUMBER,
+    VAR_PAUSE,
     VAR_REGISTER,
     VAR_SERVICE_NUMBER,
     ChannelEvent,
@@ -40,46 +41,18 @@ from callrec.asterisk.ari_events import (
 )
 from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
+from callrec.recording.commands import (
+    Command,
+    FinishRecording,
+    PauseRecording,
+    Problem,
+    StopRecording,
+)
 from callrec.recording.facts import AgentStint, Parties, StartRecording
 from callrec.recording.layout import default_file_path
 
-# --- commands -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StopRecording:
-    """The recorded channel is hanging up: stop MixMonitor so the file closes now."""
-
-    recording_id: uuid.UUID
-    channel_name: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FinishRecording:
-    """The recorded channel is gone: once the file is closed, write the row."""
-
-    recording_id: uuid.UUID
-    ended_at: float
-    parties: Parties
-    """Who was on the call at its end (the row holds these, not those of the answer)."""
-    missed_end: bool = False
-    """The channel vanished while we were not watching (found out by reconciliation)."""
-    interrupted: bool = False
-    """... because Asterisk itself restarted: no closing marker will come."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Something worth a log line and a counter; ``kind`` is a fixed code, never caller data."""
-
-    kind: str
-    call_id: str | None = None
-    register: str | None = None
-
-
-Command = StartRecording | StopRecording | FinishRecording | Problem
-
+# The commands are re-exported: the recorder and the tests take them from here.
+__all__ = ["CallTracker", "Command", "FinishRecording", "PauseRecording", "Problem", "StopRecording"]
 
 # --- state ----------------------------------------------------------------------------------
 
@@ -176,6 +149,9 @@ class CallTracker:
             self._set_var(chan, var, val, out, now)
         if event.kind == "varset" and event.variable in CONTRACT_VARS and event.value:
             self._set_var(chan, event.variable, event.value, out, now)
+        elif event.kind == "varset" and event.variable == VAR_PAUSE and call.recorded_channel is not None:
+            assert call.recording is not None
+            out.append(PauseRecording(call.recording, (event.value or "0").strip() not in ("0", ""), now))
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
             call.customer_from_caller = self._customer(snap.caller_number)
@@ -245,6 +221,22 @@ class CallTracker:
         call.customer_from_caller = self._customer(snap.caller_number)
         self._start(call, chan, register, now, out)
         return out
+
+    def live_recording_of_agent(self, agent: str) -> uuid.UUID | None:
+        """The recording of the call this agent is on now (their leg answered and is up)."""
+        for call in self._calls.values():
+            if call.recorded_channel is not None and any(
+                s.agent == agent and s.left_at is None for s in call.agents
+            ):
+                return call.recording
+        return None
+
+    def agents_of(self, recording_id: uuid.UUID) -> frozenset[str] | None:
+        """Every agent listed so far on the live call with this recording; None if none is live."""
+        for call in self._calls.values():
+            if call.recording == recording_id and call.recorded_channel is not None:
+                return frozenset(s.agent for s in call.agents)
+        return None
 
     def recording_of(self, channel_id: str) -> uuid.UUID | None:
         """The recording of the call this channel belongs to, if it has one."""
