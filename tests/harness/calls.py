@@ -109,6 +109,23 @@ def inbound_blind_to_queue(d: Driver, ast: Asterisk) -> Expected:
     return Expected(8, ("alice", "*"), "inbound")
 
 
+def inbound_park_and_pickup(d: Driver, ast: Asterisk) -> Expected:
+    """alice parks the customer (#1 700, slot 701); bob picks the call up from his phone."""
+    d.inbound("0300", "+358401234567", talk=10, extra={"KEYS_alice": "#1700", "KEYS_AFTER": "2"})
+    wait_parked(ast, "701")
+    time.sleep(1)  # the customer waits a second in the parking lot
+    d.originate("Local/701@callrec-pickup", context="test-agent-talk", callerid='"bob" <1002>')
+    return Expected(10, ("alice", "bob"), "inbound")
+
+
+def wait_parked(ast: Asterisk, slot: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while f" {slot} " not in f" {ast.cli_output('parking show default')} ".replace("\n", " "):
+        if time.monotonic() > deadline:
+            raise TimeoutError(ast.cli_output("parking show default"))
+        time.sleep(0.05)
+
+
 # --- outbound: bob dials a customer, who answers -----------------------------------------------
 
 
@@ -159,6 +176,7 @@ SCENARIOS: dict[str, Callable[[Driver, Asterisk], Expected]] = {
         inbound_attended_ami,
         inbound_redirect_ami,
         inbound_blind_to_queue,
+        inbound_park_and_pickup,
         outbound_blind_dtmf,
         outbound_attended_dtmf,
         outbound_blind_ami,

@@ -123,6 +123,7 @@ TRANSFERS = {
     "inbound_attended_ami": ("Local/0300@test-trunk-", ["alice", "bob"], 10),
     "inbound_redirect_ami": ("Local/0300@test-trunk-", ["alice", "bob"], 8),
     "inbound_blind_to_queue": ("Local/0300@test-trunk-", ["alice", "*"], 8),
+    "inbound_park_and_pickup": ("Local/0300@test-trunk-", ["alice", "bob"], 10),
     "outbound_blind_dtmf": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 9),
     "outbound_attended_dtmf": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
     "outbound_blind_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),

@@ -66,6 +66,8 @@ class _Channel:
     agent: str | None = None
     stint: _Stint | None = None
     """The agent's time on the call, once this agent leg answered."""
+    split: bool = False
+    """A Local half whose twin is in another call (a bridge moved one of them)."""
 
 
 @dataclass(slots=True)
@@ -142,6 +144,8 @@ class CallTracker:
             return out
         if chan is None:
             chan = self._track(snap, out)
+        elif snap.linkedid is not None and snap.linkedid != chan.call.id:
+            self._move(chan, snap.linkedid, now)
         chan.state = snap.state
         chan.name = snap.name
         call = chan.call
@@ -258,6 +262,31 @@ class CallTracker:
         call.channels[snap.id] = chan
         return chan
 
+    def _move(self, chan: _Channel, linkedid: str, now: float) -> None:
+        """A bridge gives every channel in it the oldest linkedid among them
+        (docs/asterisk.md#a-bridge-merges-linkedids): an agent picking up a parked call joins
+        the customer's call. The recorded channel stays where it is (its call is the customer's)."""
+        old = chan.call
+        if old.recorded_channel == chan.id:
+            return
+        twin_name = _local_twin(chan.name)
+        twin = self._by_name(old, twin_name) if twin_name else None
+        if twin is not None:
+            chan.split = twin.split = True
+        del old.channels[chan.id]
+        if old.anchor is chan:
+            old.anchor = None
+        if chan.stint is not None and chan.stint in old.agents:
+            old.agents.remove(chan.stint)
+            chan.stint = None  # joins the new call's list afresh, from now
+        if not old.channels:
+            del self._calls[old.id]
+        call = self._calls.get(linkedid)
+        if call is None:
+            call = self._calls[linkedid] = _Call(linkedid)
+        chan.call = call
+        call.channels[chan.id] = chan
+
     def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command], now: float) -> None:
         call = chan.call
         if var == VAR_REGISTER:
@@ -293,7 +322,7 @@ class CallTracker:
         if not chan.agent and twin_name is None:
             return
         call = chan.call
-        twin = self._by_name(call, twin_name) if twin_name else None
+        twin = self._twin(chan, twin_name)
         for leg, other in ((chan, twin), (twin, chan)):
             if leg is None or not leg.agent or leg.state != "Up" or leg.stint is not None:
                 continue
@@ -305,8 +334,7 @@ class CallTracker:
 
     def _agent_left(self, chan: _Channel, now: float) -> None:
         """An agent leg (either half of a Local one) hangs up: the agent left the call."""
-        twin_name = _local_twin(chan.name)
-        twin = self._by_name(chan.call, twin_name) if twin_name else None
+        twin = self._twin(chan, _local_twin(chan.name))
         for leg in (chan, twin):
             if leg is not None and leg.stint is not None and leg.stint.left_at is None:
                 leg.stint.left_at = now
@@ -314,6 +342,16 @@ class CallTracker:
     @staticmethod
     def _anchor_agent(call: _Call) -> str | None:
         return call.anchor.agent if call.anchor is not None else None
+
+    def _twin(self, chan: _Channel, twin_name: str | None) -> _Channel | None:
+        """The other half of a Local channel: in the same call, unless a bridge moved one
+        half to another call (``_move``); then looked up among all channels."""
+        if twin_name is None:
+            return None
+        twin = self._by_name(chan.call, twin_name)
+        if twin is None and chan.split:
+            twin = next((c for c in self._channels.values() if c.name == twin_name), None)
+        return twin
 
     @staticmethod
     def _by_name(call: _Call, name: str) -> _Channel | None:
