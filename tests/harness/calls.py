@@ -167,6 +167,16 @@ def outbound_attended_ami(d: Driver, ast: Asterisk) -> Expected:
     return Expected(10, ("bob", "carol"), "outbound")
 
 
+def outbound_redirect_ami(d: Driver, ast: Asterisk) -> Expected:
+    """A PBX application moves the dialled customer's channel to carol (AMI Redirect)."""
+    d.outbound("0401234567", agent="bob", ring=1, talk=8)
+    customer = wait_channel(ast, "Local/0401234567@test-customer-phone-")
+    wait_channel(ast, "Local/0401234567@callrec-telesales-")
+    time.sleep(2)
+    ami(d, "Redirect", Channel=customer, Exten="2003", Context="callrec-transfer", Priority="1")
+    return Expected(8, ("bob", "carol"), "outbound")
+
+
 SCENARIOS: dict[str, Callable[[Driver, Asterisk], Expected]] = {
     f.__name__: f
     for f in (
@@ -181,5 +191,6 @@ SCENARIOS: dict[str, Callable[[Driver, Asterisk], Expected]] = {
         outbound_attended_dtmf,
         outbound_blind_ami,
         outbound_attended_ami,
+        outbound_redirect_ami,
     )
 }

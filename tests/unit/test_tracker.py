@@ -128,6 +128,7 @@ TRANSFERS = {
     "outbound_attended_dtmf": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
     "outbound_blind_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),
     "outbound_attended_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
+    "outbound_redirect_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),
 }
 
 
