@@ -41,6 +41,7 @@ def _loudness(asterisk: Asterisk, row: dict[str, object], start: float, end: flo
 def assert_paused(asterisk: Asterisk, row: dict[str, object], length: float, talk: float) -> None:
     """One paused span of about ``length`` s, silent in the file; loud before and after; the
     whole call still recorded (a pause is silence of the same length, not a cut)."""
+    assert [a["agent"] for a in row["agents"]] == ["alice"]  # type: ignore[attr-defined]
     (span,) = row["paused"]  # type: ignore[misc]
     start, end = span
     assert abs((end - start) - length) < 0.6, span
