@@ -14,6 +14,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import wave
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -38,13 +39,20 @@ def _loudness(asterisk: Asterisk, row: dict[str, object], start: float, end: flo
     return sum(1 for s in part if abs(s) > 500) / len(part)
 
 
-def assert_paused(asterisk: Asterisk, row: dict[str, object], length: float, talk: float) -> None:
+def assert_paused(
+    asterisk: Asterisk,
+    row: dict[str, object],
+    length: float,
+    talk: float,
+    agents: tuple[str, ...] = ("alice",),
+    tolerance: float = 0.6,
+) -> None:
     """One paused span of about ``length`` s, silent in the file; loud before and after; the
     whole call still recorded (a pause is silence of the same length, not a cut)."""
-    assert [a["agent"] for a in row["agents"]] == ["alice"]  # type: ignore[attr-defined]
+    assert [a["agent"] for a in row["agents"]] == list(agents)  # type: ignore[attr-defined]
     (span,) = row["paused"]  # type: ignore[misc]
     start, end = span
-    assert abs((end - start) - length) < 0.6, span
+    assert abs((end - start) - length) < tolerance, span
     duration = float(row["duration_seconds"])  # type: ignore[arg-type]
     assert abs(duration - talk) < 1.5
     with wave.open(str(asterisk.recordings_dir / str(row["file_path"]))) as w:
@@ -75,6 +83,23 @@ def test_pause_and_resume_from_the_dialplan(
     for action in ("pause", "resume"):
         labels = {"register": "customer-service", "action": action, "source": "dialplan"}
         assert scrape.value("callrec_recording_pauses_total", **labels) == 1
+
+
+def test_a_pause_goes_on_through_a_blind_transfer(
+    daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
+) -> None:
+    # alice pauses (*81), then blind-transfers to bob (#1 2002); bob resumes (*82) 2 s after he
+    # answered. The customer talks all along.
+    extra = {"KEYS_alice": "*81W#12002", "KEYS_bob": "*82", "KEYS_AFTER": "2"}
+    driver.inbound("0300", "+358401234567", talk=12, extra=extra)
+    (row,) = wait_rows(db_dsn, 1)
+    # *81 ends 2.75 s in; W, #1, 2002 and bob's answer take ~2.5 s, his wait 2 s, *82 0.75 s.
+    assert_paused(asterisk, row, 5.3, 12, agents=("alice", "bob"), tolerance=1.0)
+    alice = row["agents"][0]  # type: ignore[index]
+    (span,) = row["paused"]  # type: ignore[misc]
+    left = (datetime.fromisoformat(alice["left_at"]) - row["started_at"]).total_seconds()  # type: ignore[operator]
+    assert span[0] < left < span[1], "the transfer happened during the pause"
+    assert [a for a, _ in _audit(db_dsn, row["id"])] == ["pause", "resume"]
 
 
 def test_pause_and_resume_from_the_agents_keys(

@@ -167,6 +167,15 @@ def outbound_attended_ami(d: Driver, ast: Asterisk) -> Expected:
     return Expected(10, ("bob", "carol"), "outbound")
 
 
+def outbound_park_and_pickup(d: Driver, ast: Asterisk) -> Expected:
+    """bob parks the customer he called (#1 700, slot 701); carol picks the call up."""
+    d.outbound("0401234567", agent="bob", ring=1, talk=10, extra={"KEYS_AGENT": "#1700", "KEYS_AFTER": "2"})
+    wait_parked(ast, "701")
+    time.sleep(1)
+    d.originate("Local/701@callrec-pickup", context="test-agent-talk", callerid='"carol" <1003>')
+    return Expected(10, ("bob", "carol"), "outbound")
+
+
 def outbound_redirect_ami(d: Driver, ast: Asterisk) -> Expected:
     """A PBX application moves the dialled customer's channel to carol (AMI Redirect)."""
     d.outbound("0401234567", agent="bob", ring=1, talk=8)
@@ -192,5 +201,6 @@ SCENARIOS: dict[str, Callable[[Driver, Asterisk], Expected]] = {
         outbound_blind_ami,
         outbound_attended_ami,
         outbound_redirect_ami,
+        outbound_park_and_pickup,
     )
 }

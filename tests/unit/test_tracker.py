@@ -129,6 +129,7 @@ TRANSFERS = {
     "outbound_blind_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),
     "outbound_attended_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
     "outbound_redirect_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),
+    "outbound_park_and_pickup": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
 }
 
 
