@@ -117,7 +117,14 @@ class Pauses:
             log.warning("pause of a recording not in progress", recording_id=str(recording_id), source=source)
             raise NotRecording(str(recording_id))
         async with live.lock:
-            if live.paused == paused or self._live.get(recording_id) is not live:
+            if self._live.get(recording_id) is not live:
+                return False
+            if live.paused == paused:
+                if not paused:
+                    # Unmute all the same: a pause from before a restart of callrec is still on
+                    # in Asterisk but unknown here (docs/dialplan.md#pause-for-card-numbers).
+                    with contextlib.suppress(AmiError, AmiUnavailable, ValueError):
+                        await self._muter.mix_monitor_mute(live.channel_name, False)
                 return False
             try:
                 await self._muter.mix_monitor_mute(live.channel_name, paused)
