@@ -473,3 +473,20 @@ def test_live_calls_by_agent_for_the_pause_api() -> None:
     # hangs up neither is.
     assert seen["alice"] and seen["bob"]
     assert t.live_recording_of_agent("alice") is None and t.agents_of(rid) is None  # type: ignore[arg-type]
+
+
+def test_a_picked_up_agent_is_listed_on_the_call_their_leg_moved_to() -> None:
+    # bob's pickup: his ;2 is bridged with the parked customer (linkedid L1), his ;1 (the phone)
+    # keeps its own L2; his leg counts as answered only when the ;1 goes Up afterwards.
+    t = CallTracker(REGISTERS)
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
+    )
+    one, two = "Local/701@callrec-pickup-0001;1", "Local/701@callrec-pickup-0001;2"
+    t.handle(ev("ChannelCreated", chan("b1", "Down", name=one, linkedid="L2")), 1)
+    t.handle(ev("ChannelCreated", chan("b2", "Ring", name=two, linkedid="L2", CALLREC_AGENT="bob")), 1)
+    t.handle(ev("ChannelEnteredBridge", chan("b2", "Up", name=two, linkedid="L1", CALLREC_AGENT="bob")), 2)
+    t.handle(ev("ChannelStateChange", chan("b1", "Up", name=one, linkedid="L2")), 3)
+    assert t.agents_of(start.recording_id) == frozenset({"bob"})
+    (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 9)
+    assert [(s.agent, s.joined_at) for s in finish.parties.agents] == [("bob", 3)]

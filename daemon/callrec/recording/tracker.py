@@ -321,12 +321,13 @@ class CallTracker:
         twin_name = _local_twin(chan.name)
         if not chan.agent and twin_name is None:
             return
-        call = chan.call
         twin = self._twin(chan, twin_name)
         for leg, other in ((chan, twin), (twin, chan)):
             if leg is None or not leg.agent or leg.state != "Up" or leg.stint is not None:
                 continue
             if twin_name is None or (other is not None and other.state == "Up"):
+                # The leg's own call: after a bridge's move the halves may be in two calls.
+                call = leg.call
                 leg.stint = _Stint(leg.agent, now)
                 call.agents.append(leg.stint)
                 if call.agent is None:
