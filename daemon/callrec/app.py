@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from callrec import __version__
+from callrec.access import audit
 from callrec.archive.pipeline import Archiver
 from callrec.archive.reading import open_archive
 from callrec.archive.store import StoreError
@@ -36,6 +37,7 @@ from callrec.asterisk.ari_rest import AriUnavailable
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
+from callrec.http.calls import LiveCalls
 from callrec.ops import metrics, node, sdnotify
 from callrec.ops.disk import free_bytes
 from callrec.recording.agi import AgiServer
@@ -43,6 +45,7 @@ from callrec.recording.facts import StartRecording
 from callrec.recording.file_close import CloseWatch, FileClose
 from callrec.recording.journal import Journal
 from callrec.recording.outbox import Outbox
+from callrec.recording.pause import Pauses
 from callrec.recording.recorder import Recorder
 from callrec.recording.tracker import CallTracker
 from callrec.retention.sweep import Sweeper
@@ -70,6 +73,7 @@ class App:
             )
         )
         self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
+        self.pauses = Pauses(self.ami, max_pause=settings.max_pause, audit_sink=self._audit)
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.outbox: Outbox | None = None
@@ -174,6 +178,12 @@ class App:
             self.failed = True
             self.stopping.set()
 
+    async def _audit(self, entry: audit.Entry) -> None:
+        """The audit row of a pause from the dialplan or of an automatic resume."""
+        if self.store is None:
+            raise StoreUnavailable("no database connection yet")
+        await audit.write(self.store.pool, entry)
+
     async def startup(self) -> None:
         s = self.settings
         metrics.BUILD_INFO.info({"version": __version__})
@@ -182,7 +192,8 @@ class App:
         if s.api_listen is not None:
             # Its own small pool: a slow export or search never holds up writing rows.
             self._api_pool = await self._api_database()
-            await self._serve(build_api(self._api_pool, s, self.archive), s.api_listen)
+            live = LiveCalls(self.tracker, self.pauses)
+            await self._serve(build_api(self._api_pool, s, self.archive, live=live), s.api_listen)
         self.journal = await Journal.open(s.state_dir)
         # The node name of this host's rows, kept though the host be renamed (ops/node.py).
         await asyncio.to_thread(node.pin, s.state_dir, s.node)
@@ -207,6 +218,7 @@ class App:
             s.asterisk.recordings_dir,
             closes=FileClose(self.closes, timeout=s.file_wait_timeout),
             node=s.node,
+            pauses=self.pauses,
         )
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.ami.run(), "ami")
@@ -321,6 +333,7 @@ class App:
             left = await self.recorder.drain(self.settings.drain_timeout)
             if left:
                 log.warning("recordings still running at exit; the next start adopts them", count=left)
+        await self.pauses.close()
         if self.outbox is not None and not await self.outbox.flush(5.0):
             log.warning("rows left in the journal; written at the next start")
         for task in list(self._tasks):

@@ -111,6 +111,8 @@ class Settings:
     """Rows per sweep transaction: keeps every transaction short."""
     api_listen: tuple[str, int] | None = ("127.0.0.1", 9871)
     """The access API and web page; ``None`` disables them."""
+    max_pause: float = 300.0
+    """Seconds a paused recording stays muted before it resumes by itself (a forgotten resume)."""
     number_hmac_key: bytes | None = field(default=None, repr=False)
     """Keyed HMAC of the full customer number for exact data-subject matches; never stored."""
     agi_listen: tuple[str, int] | None = None
@@ -265,6 +267,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     dmn = top.table("daemon")
     drain_timeout = _positive(dmn, "drain_timeout", 30.0)
     file_wait_timeout = _positive(dmn, "file_wait_timeout", 30.0)
+    max_pause = _positive(dmn, "max_pause", 300.0)
     log_level = dmn.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
@@ -355,6 +358,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         registers=registers,
         drain_timeout=drain_timeout,
         file_wait_timeout=file_wait_timeout,
+        max_pause=max_pause,
         log_level=log_level,
         node=node,
         state_dir=state_dir,

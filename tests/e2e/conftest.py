@@ -88,10 +88,12 @@ def write_config(
     storage: str | None = None,
     node: str = "e2e",
     key_file: Path | None = None,
+    daemon_keys: str = "",
 ) -> None:
-    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``). The archive is
-    encrypted, its key and store beside the state: runs that share a state share both.
-    ``storage`` replaces the ``[storage]`` table (e.g. SeaweedFS's, tests/harness/seaweed.py)."""
+    """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``); ``daemon_keys`` are
+    more lines of ``[daemon]`` (e.g. ``max_pause = 2``). The archive is encrypted, its key and
+    store beside the state: runs that share a state share both. ``storage`` replaces the
+    ``[storage]`` table (e.g. SeaweedFS's, tests/harness/seaweed.py)."""
     state_dir = state_dir or path.parent / "state"
     key_file = key_file or archive_key(state_dir)
     storage = storage or f'[storage]\npath = "{state_dir.parent / "archive"}"\n'
@@ -119,6 +121,7 @@ drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
 node = "{node}"
+{daemon_keys}
 [archive]
 key_file = "{key_file}"
 {storage}
@@ -142,6 +145,7 @@ def start_daemon(
     drain_timeout: float = 30,
     state_dir: Path | None = None,
     extra_config: str = "",
+    daemon_keys: str = "",
     quiet: bool = True,
     **config: Any,
 ) -> Daemon:
@@ -162,6 +166,7 @@ def start_daemon(
         drain_timeout=drain_timeout,
         state_dir=state_dir,
         extra=extra_config,
+        daemon_keys=daemon_keys,
         **config,
     )
     log_path = tmp_path / "daemon.log"

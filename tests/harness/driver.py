@@ -66,9 +66,12 @@ class Driver:
         if resp.get("Response") != "Success":
             raise RuntimeError(f"originate refused: {resp.get('Message')}")
 
-    def inbound(self, service: str, number: str | None, *, talk: int = 4) -> None:
-        """A customer calling the service number from ``number``, presented byte for byte."""
-        variables = {"__TALK": str(talk)}
+    def inbound(
+        self, service: str, number: str | None, *, talk: int = 4, extra: Mapping[str, str] = {}
+    ) -> None:
+        """A customer calling the service number from ``number``, presented byte for byte.
+        ``extra``: more variables, inherited by every channel of the call (the agents' keys)."""
+        variables = {"__TALK": str(talk), **{f"__{k}": v for k, v in extra.items()}}
         if number == "9" * 1024:
             variables["__LONGCID"] = "yes"
         elif number:
@@ -80,13 +83,21 @@ class Driver:
             variables=variables,
         )
 
-    def outbound(self, number: str, *, agent: str = "bob", ring: int = 2, talk: int = 4) -> None:
+    def outbound(
+        self,
+        number: str,
+        *,
+        agent: str = "bob",
+        ring: int = 2,
+        talk: int = 4,
+        extra: Mapping[str, str] = {},
+    ) -> None:
         """An agent dialling a customer through the telesales context."""
         self.originate(
             f"Local/{number}@callrec-telesales",
             context="test-agent-talk",
             callerid=f'"{agent}" <1001>',
-            variables={"__RING": str(ring), "__TALK": str(talk)},
+            variables={"__RING": str(ring), "__TALK": str(talk), **{f"__{k}": v for k, v in extra.items()}},
         )
 
     def __enter__(self) -> Driver:

@@ -187,7 +187,9 @@ async def add_recording(
     key: bytes | None = None,
     seed: int = 0,
     register: str = "customer-service",
+    agents: tuple[str, ...] = (),
 ) -> uuid.UUID:
+    """``agents``: the call's agents list (a transfer's); by default only ``agent``."""
     rid = uuid.uuid4()
     rel = f"{started_at:%Y/%m/%d}/{rid}.wav"
     size, digest = write_wav(recordings_dir / rel, seconds=0.5, seed=seed)
@@ -210,6 +212,10 @@ async def add_recording(
         node="test-node",
         recovered=False,
         interrupted=False,
+        agents=tuple(
+            {"agent": a, "joined_at": started_at.isoformat(), "left_at": ended_at.isoformat()}
+            for a in agents or ((agent,) if agent else ())
+        ),
     )
     assert await recordings.insert(pool, row, "6 months")
     return rid

@@ -621,8 +621,8 @@ async def test_openapi_recording_schema_is_what_each_role_gets(w: World) -> None
         doc = await r.json()
     recording = _resolve(doc, {"$ref": "#/components/schemas/Recording"})
     props, required = set(recording["properties"]), set(recording.get("required", []))
-    # The schema's own note: admin sees no customer_number_masked, agent, agent_user or audio_url.
-    hidden_from_admin = {"customer_number_masked", "agent", "agent_user", "audio_url"}
+    # The schema's own note: admin sees no customer_number_masked, agent, agents, agent_user or audio_url.
+    hidden_from_admin = {"customer_number_masked", "agent", "agents", "agent_user", "audio_url"}
     assert hidden_from_admin <= props
     gaps: set[str] = set()
     for who in ("alice", "sam", "sue", "dana", "adam"):

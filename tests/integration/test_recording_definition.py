@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from callrec.db import recordings
-from callrec.recording.facts import COLUMNS, Parties, Recording, StartRecording, json_schema
+from callrec.recording.facts import COLUMNS, AgentStint, Parties, Recording, StartRecording, json_schema
 
 # Columns of `recordings` that no Recording field carries: the legal hold's explanation (read
 # through retention/holds), the row's own creation time, and `callrec verify`'s last result.
@@ -39,7 +39,14 @@ def a_recording(n: int = 1) -> Recording:
         node="pbx1",
         recovered=False,
         interrupted=True,
-        parties=Parties("0300", "+358401234***", "cd" * 32, "alice"),
+        parties=Parties(
+            "0300",
+            "+358401234***",
+            "cd" * 32,
+            "alice",
+            # alice answered before MixMonitor ran and transferred to bob, who stayed to the end.
+            (AgentStint("alice", 1_764_590_000.0, 1_764_590_010.0), AgentStint("bob", 1_764_590_010.0)),
+        ),
     )
 
 
@@ -85,14 +92,21 @@ def test_the_json_is_what_the_schema_describes() -> None:
     operational = row.to_json("operational", audio=False)
     assert set(operational) < set(full)
     hidden = set(full) - set(operational)
-    assert hidden == {"customer_number_masked", "agent", "agent_user", "audio_url"}
+    assert hidden == {"customer_number_masked", "agent", "agents", "agent_user", "audio_url"}
     # The HMAC and the call id never leave the server.
     assert "customer_number_hmac" not in full and "call_id" not in full
     assert not any("cdcd" in str(v) for v in full.values())
 
 
 async def test_each_schema_type_matches_the_json_value_of_a_stored_row(pool: asyncpg.Pool) -> None:
-    kinds = {"string": str, "number": (int, float), "integer": int, "boolean": bool, "null": type(None)}
+    kinds = {
+        "string": str,
+        "number": (int, float),
+        "integer": int,
+        "boolean": bool,
+        "null": type(None),
+        "array": (list, tuple),
+    }
     await recordings.insert(pool, a_recording(), "1 month")
     row = recordings.from_record(await pool.fetchrow(recordings.SELECT))
     full = row.to_json("full", audio=True)
@@ -102,3 +116,16 @@ async def test_each_schema_type_matches_the_json_value_of_a_stored_row(pool: asy
         if schema.get("format") in ("uuid", "date-time") and value is not None:
             continue  # encoded to strings by orjson on the wire
         assert any(isinstance(value, kinds[t]) for t in types), (key, value, types)
+        if "items" in schema:
+            for item in value:
+                assert set(item) == set(schema["items"]["properties"]), (key, item)
+
+
+def test_agents_are_clamped_to_the_recording() -> None:
+    alice, bob = a_recording().agents
+    assert alice == {
+        "agent": "alice",
+        "joined_at": "2025-12-01T11:53:20.250000+00:00",  # answered before MixMonitor started
+        "left_at": "2025-12-01T11:53:30+00:00",
+    }
+    assert bob["joined_at"] == alice["left_at"] and bob["left_at"] == "2025-12-01T11:54:02.500000+00:00"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ def test_outbound_starts_when_the_customer_answers_not_while_ringing() -> None:
     assert "test-customer-phone" in trigger["channel"]["name"]
     # Nothing started while the customer's phone was ringing.
     assert any(e["channel"]["state"] == "Ringing" for e in events[:i_start])
-    assert "callrec-telesales" in start.channel_name and start.direction == "outbound"
+    # Recorded on the customer's channel, the one that answered: it stays when the agent transfers.
+    assert start.channel_id == trigger["channel"]["id"] and start.direction == "outbound"
     (finish,) = of(FinishRecording, cmds)
     assert finish.parties.customer_number_masked == "0401234***"
     assert finish.parties.agent_name == "bob"
@@ -109,6 +111,75 @@ def _rename_register(e: dict[str, Any], name: str) -> dict[str, Any]:
     if cv.get("CALLREC_REGISTER"):
         cv["CALLREC_REGISTER"] = name
     return e
+
+
+# --- transfers (transcripts of tests/harness/calls.py, captured by tests/harness/capture.py) ---
+
+# name: (the recorded channel's name starts with, the agents listed in order, talk seconds)
+TRANSFERS = {
+    "inbound_blind_dtmf": ("Local/0300@test-trunk-", ["alice", "bob"], 9),
+    "inbound_attended_dtmf": ("Local/0300@test-trunk-", ["alice", "bob"], 10),
+    "inbound_blind_ami": ("Local/0300@test-trunk-", ["alice", "bob"], 8),
+    "inbound_attended_ami": ("Local/0300@test-trunk-", ["alice", "bob"], 10),
+    "inbound_redirect_ami": ("Local/0300@test-trunk-", ["alice", "bob"], 8),
+    "inbound_blind_to_queue": ("Local/0300@test-trunk-", ["alice", "*"], 8),
+    "inbound_park_and_pickup": ("Local/0300@test-trunk-", ["alice", "bob"], 10),
+    "outbound_blind_dtmf": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 9),
+    "outbound_attended_dtmf": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
+    "outbound_blind_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),
+    "outbound_attended_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
+    "outbound_redirect_ami": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 8),
+    "outbound_park_and_pickup": ("Local/0401234567@test-customer-phone-", ["bob", "carol"], 10),
+}
+
+
+def _at(e: dict[str, Any]) -> float:
+    return datetime.fromisoformat(e["timestamp"].replace("+0000", "+00:00")).timestamp()
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFERS))
+def test_a_transferred_call_is_one_recording_of_the_customer_channel(name: str) -> None:
+    recorded, agents, talk = TRANSFERS[name]
+    events = list(transcript(name))
+    t0 = _at(events[0])
+    tracker = CallTracker(REGISTERS)
+    cmds = []
+    for obj in events:
+        parsed = parse_event(obj)
+        if parsed is not None:
+            cmds += tracker.handle(parsed, _at(obj) - t0)
+    (start,) = [c for c in cmds if isinstance(c, StartRecording)]
+    (stop,) = [c for c in cmds if isinstance(c, StopRecording)]
+    (finish,) = [c for c in cmds if isinstance(c, FinishRecording)]
+    assert start.channel_name.startswith(recorded), start.channel_name
+    assert stop.recording_id == finish.recording_id == start.recording_id
+    # The recording runs until the customer hangs up: talk seconds after the answer, which is
+    # within a second of the start (the notice plays first; outbound, the ringing is not in it).
+    assert talk - 1 <= finish.ended_at - start.answered_at <= talk + 0.1
+    listed = [s.agent for s in finish.parties.agents]
+    assert len(listed) >= len(agents) and all(a in ("*", b) for a, b in zip(agents, listed, strict=False))
+    assert finish.parties.agent_name == agents[0]
+    first, last = finish.parties.agents[0], finish.parties.agents[-1]
+    # The first agent left at the transfer; the last was there until the customer hung up.
+    assert first.left_at is not None and first.left_at < finish.ended_at
+    assert last.joined_at >= first.joined_at and (last.left_at or finish.ended_at) >= finish.ended_at - 0.1
+    assert (tracker.channel_count, tracker.call_count) == (0, 0)
+
+
+def test_blind_transfer_from_the_phone_hands_the_customer_to_bob_at_once() -> None:
+    events = list(transcript("inbound_blind_dtmf"))
+    t0 = _at(events[0])
+    transfer = next(_at(e) - t0 for e in events if e["type"] == "BridgeBlindTransfer")
+    tracker = CallTracker(REGISTERS)
+    finish = None
+    for obj in events:
+        parsed = parse_event(obj)
+        for c in tracker.handle(parsed, _at(obj) - t0) if parsed else ():
+            finish = c if isinstance(c, FinishRecording) else finish
+    assert finish is not None
+    alice, bob = finish.parties.agents
+    assert alice.left_at is not None and abs(alice.left_at - transfer) < 0.05
+    assert abs(bob.joined_at - transfer) < 0.05
 
 
 # --- hand-made events ------------------------------------------------------------------------
@@ -363,3 +434,59 @@ def test_outbound_claim_waits_for_the_customer_to_answer() -> None:
     (start,) = t_up.claim(snap("cust", "Up", CALLREC_REGISTER="telesales"), 1)
     assert isinstance(start, StartRecording) and start.channel_id == "cust" and start.direction == "outbound"
     assert start.agent_name == "bob"
+
+
+def test_callrec_pause_on_any_channel_of_a_recorded_call_pauses_its_recording() -> None:
+    from callrec.recording.tracker import PauseRecording
+
+    t = CallTracker(REGISTERS)
+    assert (
+        t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_PAUSE", value="1"), 0) == []
+    )  # not recorded
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 1
+    )
+    assert t.handle(ev("ChannelVarset", chan("b"), variable="CALLREC_PAUSE", value="1"), 2) == [
+        PauseRecording(start.recording_id, True, 2)
+    ]
+    assert t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_PAUSE", value="0"), 3) == [
+        PauseRecording(start.recording_id, False, 3)
+    ]
+    assert t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_PAUSE", value=""), 4) == [
+        PauseRecording(start.recording_id, False, 4)
+    ]
+
+
+def test_live_calls_by_agent_for_the_pause_api() -> None:
+    events = list(transcript("inbound_blind_dtmf"))
+    t = CallTracker(REGISTERS)
+    seen: dict[str, set[str]] = {"alice": set(), "bob": set()}
+    rid = None
+    for i, obj in enumerate(events):
+        parsed = parse_event(obj)
+        for c in t.handle(parsed, float(i)) if parsed else ():
+            rid = c.recording_id if isinstance(c, StartRecording) else rid
+        for agent in seen:
+            if t.live_recording_of_agent(agent) is not None:
+                seen[agent].add(obj["type"])
+    # alice is on the live call until her transfer, bob from his answer; after the customer
+    # hangs up neither is.
+    assert seen["alice"] and seen["bob"]
+    assert t.live_recording_of_agent("alice") is None and t.agents_of(rid) is None  # type: ignore[arg-type]
+
+
+def test_a_picked_up_agent_is_listed_on_the_call_their_leg_moved_to() -> None:
+    # bob's pickup: his ;2 is bridged with the parked customer (linkedid L1), his ;1 (the phone)
+    # keeps its own L2; his leg counts as answered only when the ;1 goes Up afterwards.
+    t = CallTracker(REGISTERS)
+    (start,) = t.handle(
+        ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
+    )
+    one, two = "Local/701@callrec-pickup-0001;1", "Local/701@callrec-pickup-0001;2"
+    t.handle(ev("ChannelCreated", chan("b1", "Down", name=one, linkedid="L2")), 1)
+    t.handle(ev("ChannelCreated", chan("b2", "Ring", name=two, linkedid="L2", CALLREC_AGENT="bob")), 1)
+    t.handle(ev("ChannelEnteredBridge", chan("b2", "Up", name=two, linkedid="L1", CALLREC_AGENT="bob")), 2)
+    t.handle(ev("ChannelStateChange", chan("b1", "Up", name=one, linkedid="L2")), 3)
+    assert t.agents_of(start.recording_id) == frozenset({"bob"})
+    (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 9)
+    assert [(s.agent, s.joined_at) for s in finish.parties.agents] == [("bob", 3)]

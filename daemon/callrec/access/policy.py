@@ -36,14 +36,19 @@ class Action(StrEnum):
     ERASE = "erase"
     DSAR_SEARCH = "dsar_search"
     AUDIT_READ = "audit_read"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 Reach = Literal["own", "team", "all"]
 _LISTEN: tuple[Action, ...] = (Action.SEARCH, Action.VIEW, Action.PLAY, Action.DOWNLOAD)
+# Pausing a live call's recording for card numbers (docs/dialplan.md#pause-for-card-numbers):
+# the agent their own call, a supervisor their team's, the DPO any.
+_LIVE: tuple[Action, ...] = (Action.PAUSE, Action.RESUME)
 
 POLICY: Mapping[Role, Mapping[Action, Reach]] = {
-    "agent": dict.fromkeys(_LISTEN, "own"),
-    "supervisor": dict.fromkeys(_LISTEN, "team"),
+    "agent": dict.fromkeys(_LISTEN + _LIVE, "own"),
+    "supervisor": dict.fromkeys(_LISTEN + _LIVE, "team"),
     # The data protection officer answers data-subject and police requests and runs retention.
     "dpo": dict.fromkeys(Action, "all"),
     # Runs the system: sees that recordings exist and their technical state, never audio.
@@ -100,8 +105,20 @@ def as_json(rec: Recording, role: Role) -> dict[str, Any]:
     return rec.to_json(VIEWS[role], audio=allowed(role, Action.PLAY))
 
 
+def _on_call(ids: str) -> str:
+    """SQL: one of the agents ``ids`` (a text[] expression) was on the call. A transfer or a
+    queue adds agents to the row's agents list, whose first is agent_name; each listed agent
+    hears the recording (docs/privacy.md#who-may-listen)."""
+    return (
+        f"(r.agent_name = ANY({ids}) OR r.agents @> ANY(ARRAY("
+        f"SELECT jsonb_build_array(jsonb_build_object('agent', a)) FROM unnest({ids}) a)))"
+    )
+
+
 # Every read for the API goes through this WHERE: the grant's reach, in SQL.
-_SELECT = recordings.SELECT + " WHERE ($1::text[] IS NULL OR r.agent_name = ANY($1::text[]))"
+_SELECT = recordings.SELECT + f" WHERE ($1::text[] IS NULL OR {_on_call('$1::text[]')})"
+# The search's agent: an agent id, or the name of the user it belongs to.
+_BY_AGENT = _on_call("ARRAY[$5::text, (SELECT agent_id FROM users WHERE name = $5)]")
 
 
 def _scope(g: Grant) -> list[str] | None:
@@ -130,12 +147,11 @@ async def search(db: Db, g: Grant, f: Filters, *, limit: int = 100, offset: int 
         raise Forbidden(f"role {g.principal.role} sees no agent data and cannot search by agent")
     rows = await db.fetch(
         _SELECT
-        + """
+        + f"""
           AND ($2::timestamptz IS NULL OR r.started_at >= $2)
           AND ($3::timestamptz IS NULL OR r.started_at < $3)
           AND ($4::text IS NULL OR r.register_name = $4)
-          AND ($5::text IS NULL OR r.agent_name = $5
-               OR r.agent_name = (SELECT agent_id FROM users WHERE name = $5))
+          AND ($5::text IS NULL OR {_BY_AGENT})
         ORDER BY r.started_at DESC, r.id LIMIT $6 OFFSET $7
         """,
         _scope(g),

@@ -363,3 +363,11 @@ class AmiClient:
         """Stop recording `channel`; Asterisk closes the file before it answers (docs/asterisk.md,
         "StopMixMonitor at hangup")."""
         await self.action("StopMixMonitor", {"Channel": channel})
+
+    async def mix_monitor_mute(self, channel: str, muted: bool) -> None:
+        """Mute (``muted``) or unmute both directions of the MixMonitor on ``channel``: the file
+        gets silence of the same length, so its timeline stays true
+        (docs/asterisk.md#mixmonitormute-keeps-the-timeline)."""
+        await self.action(
+            "MixMonitorMute", {"Channel": channel, "Direction": "both", "State": "1" if muted else "0"}
+        )

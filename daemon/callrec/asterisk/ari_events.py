@@ -18,6 +18,11 @@ VAR_SERVICE_NUMBER = "CALLREC_SERVICE_NUMBER"
 VAR_AGENT = "CALLREC_AGENT"
 VAR_CUSTOMER_NUMBER = "CALLREC_CUSTOMER_NUMBER"
 CONTRACT_VARS = frozenset({VAR_REGISTER, VAR_SERVICE_NUMBER, VAR_AGENT, VAR_CUSTOMER_NUMBER})
+# Set(CALLREC_PAUSE=1) / Set(CALLREC_PAUSE=0) on any channel of a call pauses and resumes its
+# recording (docs/dialplan.md#pause-for-card-numbers). Only its event is read, never a snapshot:
+# it needs no channelvars line.
+VAR_PAUSE = "CALLREC_PAUSE"
+EVENT_VARS = CONTRACT_VARS | {VAR_PAUSE}
 # Stored values are capped: they come from the dialplan, which may copy caller input into them.
 MAX_VALUE_LEN = 128
 
@@ -108,7 +113,7 @@ def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:
         return None
     if kind == "varset":
         var, val = obj.get("variable"), obj.get("value")
-        if isinstance(var, str) and var.lstrip("_") not in CONTRACT_VARS:
+        if isinstance(var, str) and var.lstrip("_") not in EVENT_VARS:
             # Half of a call's events set other variables (DIALSTATUS, BRIDGEPEER, ...). Their
             # snapshots hold nothing new: state, caller ID and the contract variables each come
             # with events of their own. Skipping them early halves the tracker's work.

@@ -23,7 +23,7 @@ from callrec.archive.reading import Archive, Audio
 from callrec.archive.settings import EXTENSIONS
 from callrec.config import Settings
 from callrec.db.pool import DbPool
-from callrec.http import audio, core, openapi, throttle
+from callrec.http import audio, calls, core, openapi, throttle
 from callrec.http import middleware as serving
 from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
@@ -35,7 +35,13 @@ from callrec.retention import holds as retention
 MAX_BODY = 128 * 1024
 
 
-def build_api(pool: DbPool, settings: Settings, archive: Archive | None = None) -> web.Application:
+def build_api(
+    pool: DbPool,
+    settings: Settings,
+    archive: Archive | None = None,
+    *,
+    live: calls.LiveCalls | None = None,
+) -> web.Application:
     """The application for ``[api] listen``. Serve it with ``web.AppRunner(app, access_log=None)``:
     the middleware logs one line per request without tokens or query strings."""
     app = web.Application(middlewares=[serving.audited], client_max_size=MAX_BODY)
@@ -60,6 +66,7 @@ def build_api(pool: DbPool, settings: Settings, archive: Archive | None = None) 
     add("POST", "/api/dsar/search", _dsar, "dsar_search")
     add("POST", "/api/exports", _export, "export")
     add("GET", "/api/audit", _audit, "audit_read")
+    calls.add_routes(app, live)  # live: the daemon's calls in progress (pause, resume)
     webpage.add_routes(app)
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from callrec import __version__
+from callrec.http.calls import OPENAPI_PATHS as _CALLS
 from callrec.recording import facts
 
 
@@ -252,6 +253,7 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"200": _json({"type": "object"}), **_REFUSED},
             }
         },
+        **_CALLS,
     },
     "components": {
         "securitySchemes": {

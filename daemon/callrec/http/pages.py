@@ -49,6 +49,11 @@ def _fact(value: object) -> str:
     return when(value) if isinstance(value, datetime) else str(value)
 
 
+def _iso_when(value: str) -> str:
+    """A time of the agents list (ISO 8601, recording/facts.py AgentStint) as ``when`` shows it."""
+    return when(datetime.fromisoformat(value))
+
+
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("callrec.http", "templates"),
     autoescape=True,
@@ -56,7 +61,7 @@ _TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_TEMPLATES.filters.update(when=when, local_input=_local_input, fact=_fact)
+_TEMPLATES.filters.update(when=when, local_input=_local_input, fact=_fact, iso_when=_iso_when)
 
 
 def add_routes(app: web.Application) -> None:

@@ -52,6 +52,12 @@ RECORDINGS_FAILED = Counter(
     ["register", "reason"],
     registry=REGISTRY,
 )
+RECORDINGS_PAUSES = Counter(
+    "callrec_recording_pauses_total",
+    "Pauses and resumes of recordings (card numbers); source: dialplan, api, or auto (max_pause).",
+    ["register", "action", "source"],
+    registry=REGISTRY,
+)
 RECORDINGS_ACTIVE = Gauge(
     "callrec_recordings_active",
     "Recordings in progress (MixMonitor requested, row not yet written).",

@@ -67,6 +67,8 @@ class Column:
     """The SQL expression read (default ``r.<field>``)."""
     written: bool = True
     """Inserted by callrec; otherwise set by the database (defaults, joins, computations)."""
+    jsonb: bool = False
+    """Stored as jsonb: written as JSON text, read back decoded (db/recordings.py)."""
 
 
 def _col(schema: Mapping[str, Any], json: str | None = "", **kw: Any) -> dict[str, Any]:
@@ -77,6 +79,20 @@ def _col(schema: Mapping[str, Any], json: str | None = "", **kw: Any) -> dict[st
 _TEXT = {"type": "string"}
 _TEXT_OR_NULL = {"type": ["string", "null"]}
 _TIME = {"type": "string", "format": "date-time"}
+_PAUSED = {
+    "type": "array",
+    "description": "spans muted for card numbers: [start, end] seconds from the start; silence in the audio",
+    "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+}
+_AGENTS = {
+    "type": "array",
+    "description": "every agent whose leg answered, in order (transfers, queues), within the recording",
+    "items": {
+        "type": "object",
+        "properties": {"agent": _TEXT, "joined_at": _TIME, "left_at": _TIME},
+        "required": ["agent", "joined_at", "left_at"],
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,10 @@ class Recording:
     """Written from the file after the daemon missed the call's end."""
     interrupted: bool = field(metadata=_col({"type": "boolean"}))
     """The call was cut by an Asterisk restart; the file is as Asterisk left it."""
+    agents: tuple[dict[str, str], ...] = field(default=(), metadata=_col(_AGENTS, view="full", jsonb=True))
+    """{agent, joined_at, left_at} (ISO 8601) of every agent on the call; agent_name is the first."""
+    paused: tuple[tuple[float, float], ...] = field(default=(), metadata=_col(_PAUSED, jsonb=True))
+    """[start, end] offsets in seconds of the spans muted for card numbers (silence in the file)."""
     retain_until: datetime | None = field(default=None, metadata=_col(_TIME, written=False))
     """Set by the database on insert: ended_at + the register's retention."""
     legal_hold: bool = field(default=False, metadata=_col({"type": "boolean"}, written=False))
@@ -147,6 +167,7 @@ class Recording:
         recovered: bool,
         interrupted: bool,
         parties: Parties,
+        paused: tuple[tuple[float, float], ...] = (),
     ) -> Recording:
         """The row of a recording whose file is closed. ``parties`` are the latest facts of
         the call (a transfer may have changed the agent or the caller ID since the answer)."""
@@ -169,6 +190,8 @@ class Recording:
             node=node,
             recovered=recovered,
             interrupted=interrupted,
+            agents=tuple(s.clamped(started_at, ended_at) for s in parties.agents),
+            paused=paused,
         )
 
     @classmethod
@@ -179,6 +202,8 @@ class Recording:
         for name in ("started_at", "ended_at", "retain_until", "archived_at"):
             if d.get(name) is not None:
                 d[name] = datetime.fromisoformat(d[name])
+        d["agents"] = tuple(d.get("agents", ()))
+        d["paused"] = tuple((s[0], s[1]) for s in d.get("paused", ()))
         return cls(**d)
 
     def to_json(self, view: View, *, audio: bool) -> dict[str, Any]:
@@ -197,6 +222,28 @@ class Parties:
     customer_number_masked: str | None
     customer_number_hmac: str | None
     agent_name: str | None
+    agents: tuple[AgentStint, ...] = ()
+    """Every agent whose leg answered, in order (a transfer or a queue adds one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStint:
+    """One agent's time on a call (epoch seconds); ``left_at`` None: still there at the end."""
+
+    agent: str
+    joined_at: float
+    left_at: float | None = None
+
+    def clamped(self, started_at: float, ended_at: float) -> dict[str, str]:
+        """The row's form: ISO 8601 times within the recording (an agent who answered before
+        MixMonitor ran joined the recording at its start)."""
+        joined = min(max(self.joined_at, started_at), ended_at)
+        left = ended_at if self.left_at is None else min(max(self.left_at, joined), ended_at)
+        return {
+            "agent": self.agent,
+            "joined_at": datetime.fromtimestamp(joined, UTC).isoformat(),
+            "left_at": datetime.fromtimestamp(left, UTC).isoformat(),
+        }
 
 
 def _columns() -> Iterator[tuple[str, Column]]:

@@ -26,7 +26,8 @@ from callrec.recording.facts import Parties, Recording, StartRecording
 from callrec.recording.file_close import FileClose, PendingClose, mtime_of
 from callrec.recording.lifecycle import Failure, Lifecycle, State
 from callrec.recording.mixmonitor import Attach, Mixer
-from callrec.recording.tracker import Command, FinishRecording, Problem, StopRecording
+from callrec.recording.pause import Pauses
+from callrec.recording.tracker import Command, FinishRecording, PauseRecording, Problem, StopRecording
 
 log = structlog.get_logger("callrec.recorder")
 
@@ -96,6 +97,7 @@ class Recorder:
         closes: FileClose,
         node: str = "",
         clock: Callable[[], float] = time.time,
+        pauses: Pauses | None = None,
     ) -> None:
         self._mixer = mixer
         self._closes = closes
@@ -105,6 +107,8 @@ class Recorder:
         self._dir = recordings_dir
         self._node = node
         self._clock = clock
+        self.pauses = pauses
+        """Pause and resume (recording/pause.py); None: CALLREC_PAUSE is ignored."""
         self._active: dict[uuid.UUID, _Recording] = {}
         self._made_dirs: set[Path] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -136,6 +140,9 @@ class Recorder:
                 if rec is not None:
                     rec.finish = cmd
                     rec.changed.set()
+            elif isinstance(cmd, PauseRecording):
+                if self.pauses is not None:
+                    self.pauses.request(cmd.recording_id, cmd.paused, cmd.at, "dialplan")
             elif isinstance(cmd, Problem):
                 metrics.RECORDINGS_FAILED.labels(register=cmd.register or "", reason=cmd.kind).inc()
                 log.warning(
@@ -273,6 +280,8 @@ class Recorder:
             metrics.RECORDINGS_STARTED.labels(register=facts.register).inc()
             metrics.ANSWER_TO_MIXMONITOR.observe(max(started_at - facts.answered_at, 0.0))
             bound.info("recording started", channel=facts.channel_id, via=via)
+            if self.pauses is not None:
+                self.pauses.started(facts.recording_id, facts.channel_name, facts.register, started_at)
             await self._until_end(rec)
             await self._finalise(rec, path, started_at, bound)
         finally:
@@ -285,6 +294,10 @@ class Recorder:
         try:
             rec.close = self._closes.expect(path, ours=False)
             if rec.life.state is State.RECORDING:
+                if self.pauses is not None:
+                    self.pauses.started(
+                        facts.recording_id, facts.channel_name, facts.register, facts.answered_at
+                    )
                 await self._until_end(rec)
             await self._finalise(rec, path, facts.answered_at, self._bound(facts))
         finally:
@@ -339,6 +352,7 @@ class Recorder:
             recovered=fin.missed_end and not fin.interrupted,
             interrupted=fin.interrupted,
             parties=fin.parties,
+            paused=self.pauses.finished(facts.recording_id, ended_at) if self.pauses is not None else (),
         )
         await self._sink.put(row, self._retention(facts.register, bound))
         rec.life.to(State.STORED)
@@ -346,6 +360,8 @@ class Recorder:
 
     async def _forget(self, rec: _Recording) -> None:
         self._active.pop(rec.facts.recording_id, None)
+        if self.pauses is not None:
+            self.pauses.finished(rec.facts.recording_id, self._clock())
         metrics.RECORDINGS_ACTIVE.set(len(self._active))
         if rec.close is not None:
             await self._closes.release(rec.close, remove_marker=rec.life.state is State.STORED)

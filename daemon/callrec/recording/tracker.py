@@ -14,6 +14,11 @@ so it can be tested with plain function calls and replayed event transcripts:
   Outbound, the anchor is the agent's channel, already Up while the customer's phone rings,
   so recording starts when another channel of the call (not the anchor's own Local twin)
   goes Up: the customer answered.
+* The channel recorded is the customer's, because it is the one that stays on the call when
+  agents transfer it (docs/asterisk.md#blind-transfer-moves-the-transferee): inbound the
+  anchor (the trunk channel, where the dialplan marks the call), outbound the channel that
+  answered. A transfer keeps the linkedid, so the new agent's channels join the same call.
+* Every agent whose leg answered is listed in order, with when they joined and left.
 * The customer's number is masked the moment it is read; the tracker never stores it whole.
 """
 
@@ -28,6 +33,7 @@ from callrec.asterisk.ari_events import (
     MAX_VALUE_LEN,
     VAR_AGENT,
     VAR_CUSTOMER_NUMBER,
+    VAR_PAUSE,
     VAR_REGISTER,
     VAR_SERVICE_NUMBER,
     ChannelEvent,
@@ -35,46 +41,18 @@ from callrec.asterisk.ari_events import (
 )
 from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
-from callrec.recording.facts import Parties, StartRecording
+from callrec.recording.commands import (
+    Command,
+    FinishRecording,
+    PauseRecording,
+    Problem,
+    StopRecording,
+)
+from callrec.recording.facts import AgentStint, Parties, StartRecording
 from callrec.recording.layout import default_file_path
 
-# --- commands -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StopRecording:
-    """The recorded channel is hanging up: stop MixMonitor so the file closes now."""
-
-    recording_id: uuid.UUID
-    channel_name: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FinishRecording:
-    """The recorded channel is gone: once the file is closed, write the row."""
-
-    recording_id: uuid.UUID
-    ended_at: float
-    parties: Parties
-    """Who was on the call at its end (the row holds these, not those of the answer)."""
-    missed_end: bool = False
-    """The channel vanished while we were not watching (found out by reconciliation)."""
-    interrupted: bool = False
-    """... because Asterisk itself restarted: no closing marker will come."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Something worth a log line and a counter; ``kind`` is a fixed code, never caller data."""
-
-    kind: str
-    call_id: str | None = None
-    register: str | None = None
-
-
-Command = StartRecording | StopRecording | FinishRecording | Problem
-
+# The commands are re-exported: the recorder and the tests take them from here.
+__all__ = ["CallTracker", "Command", "FinishRecording", "PauseRecording", "Problem", "StopRecording"]
 
 # --- state ----------------------------------------------------------------------------------
 
@@ -86,6 +64,17 @@ class _Channel:
     state: str
     call: _Call
     agent: str | None = None
+    stint: _Stint | None = None
+    """The agent's time on the call, once this agent leg answered."""
+    split: bool = False
+    """A Local half whose twin is in another call (a bridge moved one of them)."""
+
+
+@dataclass(slots=True)
+class _Stint:
+    agent: str
+    joined_at: float
+    left_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +90,7 @@ class _Call:
     customer_from_caller: tuple[str | None, str | None] = (None, None)
     """(masked, hmac) of the anchor's caller ID number."""
     agent: str | None = None
+    agents: list[_Stint] = field(default_factory=list)
     recording: uuid.UUID | None = None
     recorded_channel: str | None = None
     stop_sent: bool = False
@@ -154,18 +144,24 @@ class CallTracker:
             return out
         if chan is None:
             chan = self._track(snap, out)
+        elif snap.linkedid is not None and snap.linkedid != chan.call.id:
+            self._move(chan, snap.linkedid, now)
         chan.state = snap.state
         chan.name = snap.name
         call = chan.call
         for var, val in snap.vars.items():
-            self._set_var(chan, var, val, out)
+            self._set_var(chan, var, val, out, now)
         if event.kind == "varset" and event.variable in CONTRACT_VARS and event.value:
-            self._set_var(chan, event.variable, event.value, out)
+            self._set_var(chan, event.variable, event.value, out, now)
+        elif event.kind == "varset" and event.variable == VAR_PAUSE and call.recorded_channel is not None:
+            assert call.recording is not None
+            out.append(PauseRecording(call.recording, (event.value or "0").strip() not in ("0", ""), now))
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
             call.customer_from_caller = self._customer(snap.caller_number)
-        if call.agent is None:
-            self._note_answered_agent(chan)
+        self._note_agents(chan, now)
+        if event.kind == "hangup_request":
+            self._agent_left(chan, now)
         if event.kind == "hangup_request" and call.recorded_channel == chan.id and not call.stop_sent:
             call.stop_sent = True
             assert call.recording is not None
@@ -213,10 +209,9 @@ class CallTracker:
         chan.state = snap.state
         chan.name = snap.name
         for var, val in snap.vars.items():
-            self._set_var(chan, var, val, out)
+            self._set_var(chan, var, val, out, now)
         call = chan.call
-        if call.agent is None:
-            self._note_answered_agent(chan)
+        self._note_agents(chan, now)
         register = call.register
         if (
             call.recording is not None
@@ -224,12 +219,28 @@ class CallTracker:
             or self._registers.get(snap.vars.get(VAR_REGISTER, "")) is None
         ):
             return out
-        if register.direction == "outbound" and not self._answered(call, call.anchor or chan):
+        if register.direction == "outbound" and self._answered(call, call.anchor or chan) is None:
             return out
         call.anchor = chan
         call.customer_from_caller = self._customer(snap.caller_number)
         self._start(call, chan, register, now, out)
         return out
+
+    def live_recording_of_agent(self, agent: str) -> uuid.UUID | None:
+        """The recording of the call this agent is on now (their leg answered and is up)."""
+        for call in self._calls.values():
+            if call.recorded_channel is not None and any(
+                s.agent == agent and s.left_at is None for s in call.agents
+            ):
+                return call.recording
+        return None
+
+    def agents_of(self, recording_id: uuid.UUID) -> frozenset[str] | None:
+        """Every agent listed so far on the live call with this recording; None if none is live."""
+        for call in self._calls.values():
+            if call.recording == recording_id and call.recorded_channel is not None:
+                return frozenset(s.agent for s in call.agents)
+        return None
 
     def recording_of(self, channel_id: str) -> uuid.UUID | None:
         """The recording of the call this channel belongs to, if it has one."""
@@ -251,7 +262,32 @@ class CallTracker:
         call.channels[snap.id] = chan
         return chan
 
-    def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command]) -> None:
+    def _move(self, chan: _Channel, linkedid: str, now: float) -> None:
+        """A bridge gives every channel in it the oldest linkedid among them
+        (docs/asterisk.md#a-bridge-merges-linkedids): an agent picking up a parked call joins
+        the customer's call. The recorded channel stays where it is (its call is the customer's)."""
+        old = chan.call
+        if old.recorded_channel == chan.id:
+            return
+        twin_name = _local_twin(chan.name)
+        twin = self._by_name(old, twin_name) if twin_name else None
+        if twin is not None:
+            chan.split = twin.split = True
+        del old.channels[chan.id]
+        if old.anchor is chan:
+            old.anchor = None
+        if chan.stint is not None and chan.stint in old.agents:
+            old.agents.remove(chan.stint)
+            chan.stint = None  # joins the new call's list afresh, from now
+        if not old.channels:
+            del self._calls[old.id]
+        call = self._calls.get(linkedid)
+        if call is None:
+            call = self._calls[linkedid] = _Call(linkedid)
+        chan.call = call
+        call.channels[chan.id] = chan
+
+    def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command], now: float) -> None:
         call = chan.call
         if var == VAR_REGISTER:
             if call.register is None:
@@ -265,25 +301,58 @@ class CallTracker:
             if call.anchor is None and call.register.name == val:
                 call.anchor = chan
         elif var == VAR_AGENT:
-            chan.agent = val[:MAX_VALUE_LEN]
+            agent = val[:MAX_VALUE_LEN]
+            if chan.stint is not None and chan.stint.agent != agent:
+                # The same leg now serves another agent (its dialplan went on): a new stint.
+                chan.stint.left_at = chan.stint.left_at or now
+                chan.stint = None
+            chan.agent = agent
         elif var == VAR_SERVICE_NUMBER:
             if call.service_number is None:
                 call.service_number = val[:MAX_VALUE_LEN]
         elif var == VAR_CUSTOMER_NUMBER:
             call.customer_explicit = self._customer(val)
 
-    def _note_answered_agent(self, chan: _Channel) -> None:
-        """The agent is whoever answered: a queue rings every member, and each member leg
-        sets CALLREC_AGENT before it rings. A Local agent leg has answered only once both
-        halves are Up (a member whose ;2 answered but lost the race keeps its ;1 Down)."""
+    def _note_agents(self, chan: _Channel, now: float) -> None:
+        """An agent is on the call once their leg answered: a queue rings every member, and
+        each member leg sets CALLREC_AGENT before it rings. A Local agent leg has answered
+        only once both halves are Up (a member whose ;2 answered but lost the race keeps its
+        ;1 Down). The first to answer is the row's agent_name; all are in its agents list."""
         twin_name = _local_twin(chan.name)
-        twin = self._by_name(chan.call, twin_name) if twin_name else None
+        if not chan.agent and twin_name is None:
+            return
+        twin = self._twin(chan, twin_name)
         for leg, other in ((chan, twin), (twin, chan)):
-            if leg is None or not leg.agent or leg.state != "Up":
+            if leg is None or not leg.agent or leg.state != "Up" or leg.stint is not None:
                 continue
             if twin_name is None or (other is not None and other.state == "Up"):
-                chan.call.agent = leg.agent
-                return
+                # The leg's own call: after a bridge's move the halves may be in two calls.
+                call = leg.call
+                leg.stint = _Stint(leg.agent, now)
+                call.agents.append(leg.stint)
+                if call.agent is None:
+                    call.agent = leg.agent
+
+    def _agent_left(self, chan: _Channel, now: float) -> None:
+        """An agent leg (either half of a Local one) hangs up: the agent left the call."""
+        twin = self._twin(chan, _local_twin(chan.name))
+        for leg in (chan, twin):
+            if leg is not None and leg.stint is not None and leg.stint.left_at is None:
+                leg.stint.left_at = now
+
+    @staticmethod
+    def _anchor_agent(call: _Call) -> str | None:
+        return call.anchor.agent if call.anchor is not None else None
+
+    def _twin(self, chan: _Channel, twin_name: str | None) -> _Channel | None:
+        """The other half of a Local channel: in the same call, unless a bridge moved one
+        half to another call (``_move``); then looked up among all channels."""
+        if twin_name is None:
+            return None
+        twin = self._by_name(chan.call, twin_name)
+        if twin is None and chan.split:
+            twin = next((c for c in self._channels.values() if c.name == twin_name), None)
+        return twin
 
     @staticmethod
     def _by_name(call: _Call, name: str) -> _Channel | None:
@@ -300,37 +369,45 @@ class CallTracker:
         anchor, register = call.anchor, call.register
         if anchor is None or register is None:
             return
-        inbound = register.direction == "inbound"
-        if anchor.state == "Up" if inbound else self._answered(call, anchor):
-            self._start(call, anchor, register, now, out)
+        if register.direction == "inbound":
+            if anchor.state == "Up":
+                self._start(call, anchor, register, now, out)
+        elif (answered := self._answered(call, anchor)) is not None:
+            self._start(call, answered, register, now, out)
 
     @staticmethod
-    def _answered(call: _Call, anchor: _Channel) -> bool:
-        """Outbound: some channel of the call other than the agent's own leg is Up."""
+    def _answered(call: _Call, anchor: _Channel) -> _Channel | None:
+        """Outbound: the customer's channel, the first of the call to be Up other than the
+        agent's own leg (the anchor and its Local twin); None while the customer's phone rings."""
         twin = _local_twin(anchor.name)
-        return any(c.state == "Up" and c is not anchor and c.name != twin for c in call.channels.values())
+        for c in call.channels.values():
+            if c.state == "Up" and c is not anchor and c.name != twin:
+                return c
+        return None
 
     def _start(
-        self, call: _Call, anchor: _Channel, register: Register, now: float, out: list[Command]
+        self, call: _Call, recorded: _Channel, register: Register, now: float, out: list[Command]
     ) -> None:
+        """Record ``recorded``: the customer's channel, which stays on the call through
+        transfers (the module's docstring)."""
         rid = self._new_id()
         customer = call.customer_explicit or call.customer_from_caller
         call.recording = rid
-        call.recorded_channel = anchor.id
+        call.recorded_channel = recorded.id
         out.append(
             StartRecording(
                 recording_id=rid,
                 call_id=call.id,
                 register=register.name,
                 direction=register.direction,
-                channel_id=anchor.id,
-                channel_name=anchor.name,
+                channel_id=recorded.id,
+                channel_name=recorded.name,
                 file_path=self._file_path(rid, now),
                 answered_at=now,
                 service_number=call.service_number,
                 customer_number_masked=customer[0],
                 customer_number_hmac=customer[1],
-                agent_name=call.agent or anchor.agent,
+                agent_name=call.agent or self._anchor_agent(call) or recorded.agent,
             )
         )
 
@@ -344,6 +421,7 @@ class CallTracker:
         interrupted: bool = False,
     ) -> None:
         call = chan.call
+        self._agent_left(chan, now)
         del self._channels[chan.id]
         del call.channels[chan.id]
         if call.recorded_channel == chan.id and call.recording is not None:
@@ -356,7 +434,8 @@ class CallTracker:
                         service_number=call.service_number,
                         customer_number_masked=customer[0],
                         customer_number_hmac=customer[1],
-                        agent_name=call.agent or (call.anchor.agent if call.anchor else None),
+                        agent_name=call.agent or self._anchor_agent(call),
+                        agents=tuple(AgentStint(s.agent, s.joined_at, s.left_at) for s in call.agents),
                     ),
                     missed_end=missed,
                     interrupted=interrupted,
