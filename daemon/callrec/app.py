@@ -177,6 +177,7 @@ class App:
         s = self.settings
         metrics.BUILD_INFO.info({"version": __version__})
         metrics.init_series(s.registers, s.retention_interval)
+        metrics.watch_tracker(self.tracker)
         await self._serve(self._metrics_app(), s.metrics_listen)
         if s.api_listen is not None:
             # Its own small pool: a slow export or search never holds up writing rows.
