@@ -26,6 +26,7 @@ from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
     EVENT_TYPES,
+    ChannelEvent,
     MalformedEvent,
     irrelevant_raw,
     parse_channel,
@@ -41,6 +42,7 @@ from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
 from callrec.recording.file_close import CloseWatch, FileClose
 from callrec.recording.journal import Journal
+from callrec.recording.lean import Lean
 from callrec.recording.outbox import Outbox
 from callrec.recording.recorder import Recorder
 from callrec.recording.tracker import CallTracker
@@ -66,6 +68,7 @@ class App:
                 ast.ari_app,
                 event_types=EVENT_TYPES,
                 skip_raw=irrelevant_raw,
+                subscribe_all=settings.mode != "lean",
             )
         )
         self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
@@ -73,6 +76,8 @@ class App:
         self.journal: Journal | None = None
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
+        self.lean: Lean | None = None
+        """Lean mode (recording/lean.py): only the recorded channels are watched."""
         self.closes: CloseWatch | None = None
         self.archive = open_archive(settings)
         """``None`` with ``[archive] enabled = false``: recordings stay MixMonitor's WAV."""
@@ -130,12 +135,14 @@ class App:
         started = str(status.get("startup_time", "")) if isinstance(status, dict) else ""
         restarted = self._asterisk_started is not None and started != self._asterisk_started
         self._asterisk_started = started
-        live = []
+        live: list[ChannelEvent] = []
         for obj in sorted(await self.ari.channels(), key=lambda c: str(c.get("creationtime", ""))):
             try:
                 live.append(parse_channel(obj))
             except MalformedEvent:
                 metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc()
+        if self.lean is not None:
+            live = self.lean.live(live, (f.channel_id for f in self._pending_at_start or ()))
         if self._pending_at_start is not None:
             # First connect of this run: the recordings a previous run left in the journal
             # are either still up (adopt: never a second MixMonitor) or over (row from file).
@@ -150,6 +157,8 @@ class App:
                     self.recorder.recover(facts, interrupted=False)
             self._pending_at_start = None
         self.recorder.execute(self.tracker.reconcile(live, time.time(), restarted=restarted))
+        if self.lean is not None:
+            await self.lean.resubscribe()
         log.info(
             "reconciled with asterisk",
             channels=len(live),
@@ -209,9 +218,11 @@ class App:
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.ami.run(), "ami")
         self._spawn(self.ari.run(self.on_event, self.on_connect), "ari")
+        if s.mode == "lean":
+            self.lean = Lean(self.ari, self.tracker, self.recorder, dict(s.registers))
         if s.agi_listen is not None:
             # AGI mode, beside the event mode: the dialplan asks for recording and waits for it.
-            self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder).run(), "agi")
+            self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder, self.lean).run(), "agi")
         if self.archiver is not None:
             self._spawn(self.archiver.run(), "archive")
         store = self.archive.store if self.archive is not None else None

@@ -114,6 +114,9 @@ class Settings:
     """Keyed HMAC of the full customer number for exact data-subject matches; never stored."""
     agi_listen: tuple[str, int] | None = None
     """FastAGI endpoint for AGI mode (recording starts before the call goes on); ``None``: off."""
+    mode: str = "event"
+    """``event``: watch every channel (subscribeAll); ``lean``: the dialplan asks over AGI and
+    only the recorded channels are watched (docs/dialplan.md#lean-mode)."""
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
 
@@ -258,6 +261,9 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     disk_low_bytes = dmn.get("disk_low_bytes", int, 1 << 30)
     if disk_low_bytes < 0:
         raise ConfigError("daemon.disk_low_bytes: must be zero or more")
+    mode = dmn.get("mode", str, "event")
+    if mode not in ("event", "lean"):
+        raise ConfigError('daemon.mode: expected "event" or "lean"')
     dmn.refuse_unknown()
 
     ret = top.table("retention")
@@ -278,6 +284,8 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     # Off unless asked for: FastAGI has no authentication, so bind it to loopback.
     agi_listen = _listen(agi, "listen", "127.0.0.1:4573") if "listen" in agi.data else None
     agi.refuse_unknown()
+    if mode == "lean" and agi_listen is None:
+        raise ConfigError('daemon.mode = "lean" needs [agi] listen: the dialplan asks over AGI')
 
     priv = top.table("privacy")
     number_hmac_key: bytes | None = None
@@ -332,6 +340,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         api_listen=api_listen,
         number_hmac_key=number_hmac_key,
         agi_listen=agi_listen,
+        mode=mode,
         archive=archive,
         storage=storage,
     )

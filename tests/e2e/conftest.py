@@ -84,6 +84,7 @@ def write_config(
     drain_timeout: float = 30,
     state_dir: Path | None = None,
     extra: str = "",
+    mode: str = "event",
 ) -> None:
     """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``). The archive is
     encrypted, its key and store beside the state: runs that share a state share both."""
@@ -107,6 +108,7 @@ listen = "127.0.0.1:{metrics_port}"
 [api]
 listen = "127.0.0.1:{free_port()}"
 [daemon]
+mode = "{mode}"
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
@@ -135,6 +137,7 @@ def start_daemon(
     state_dir: Path | None = None,
     extra_config: str = "",
     quiet: bool = True,
+    mode: str = "event",
 ) -> Daemon:
     """Run ``callrec run`` as a process with its config and log in ``tmp_path``.
 
@@ -146,7 +149,14 @@ def start_daemon(
     cfg = tmp_path / "callrec.toml"
     port = free_port()
     write_config(
-        cfg, asterisk, dsn, port, drain_timeout=drain_timeout, state_dir=state_dir, extra=extra_config
+        cfg,
+        asterisk,
+        dsn,
+        port,
+        drain_timeout=drain_timeout,
+        state_dir=state_dir,
+        extra=extra_config,
+        mode=mode,
     )
     log_path = tmp_path / "daemon.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))

@@ -113,6 +113,10 @@ def _local_twin(name: str) -> str | None:
     return None
 
 
+local_twin = _local_twin
+"""Public for the AGI server (lean mode reads the agent from the other half)."""
+
+
 class CallTracker:
     """Follows every channel Asterisk reports and says when to start and stop recording."""
 
@@ -198,7 +202,7 @@ class CallTracker:
         call.recording = recording_id
         call.recorded_channel = chan.id
 
-    def claim(self, snap: ChannelSnapshot, now: float) -> list[Command]:
+    def claim(self, snap: ChannelSnapshot, now: float, *, answered: bool = False) -> list[Command]:
         """AGI mode: the channel's own dialplan asks for recording now, and waits for it.
 
         The register rule is the event mode's: the channel must carry ``CALLREC_REGISTER``
@@ -207,7 +211,9 @@ class CallTracker:
         that called it), and the call counts as recorded from here on, so the event mode
         never starts a second MixMonitor. An inbound call is claimed wherever the AGI is in
         the dialplan (its place marks the answer); an outbound one only once the customer
-        answered, as in the event mode, so the ringing is never recorded."""
+        answered, as in the event mode, so the ringing is never recorded. ``answered``: the
+        request comes from the far end's channel at its answer (lean mode, Dial's ``U()``), which
+        is the proof of the answer the tracker cannot see itself there."""
         out: list[Command] = []
         chan = self._channels.get(snap.id) or self._track(snap, out)
         chan.state = snap.state
@@ -224,12 +230,38 @@ class CallTracker:
             or self._registers.get(snap.vars.get(VAR_REGISTER, "")) is None
         ):
             return out
-        if register.direction == "outbound" and not self._answered(call, call.anchor or chan):
+        outbound = register.direction == "outbound"
+        if outbound and not answered and not self._answered(call, call.anchor or chan):
             return out
         call.anchor = chan
         call.customer_from_caller = self._customer(snap.caller_number)
         self._start(call, chan, register, now, out)
         return out
+
+    def answered_by(self, linkedid: str, agent: str) -> bool:
+        """Lean mode: the agent who answered a call being recorded (an AGI request from the
+        answering leg, recording/lean.py), where the tracker sees no agent leg. False if the
+        call is not one the tracker follows."""
+        call = self._calls.get(linkedid)
+        if call is None or not agent:
+            return False
+        call.agent = agent[:MAX_VALUE_LEN]
+        return True
+
+    def tracks(self, channel_id: str) -> bool:
+        return channel_id in self._channels
+
+    def recorded_channels(self) -> list[str]:
+        """Ids of the channels being recorded (lean mode subscribes to these again after a
+        reconnect)."""
+        return [c.recorded_channel for c in self._calls.values() if c.recorded_channel is not None]
+
+    def drop(self, channel_id: str) -> None:
+        """Lean mode: stop following a channel that is not recorded. No events will come for
+        it (callrec is not subscribed to it), so keeping it would only grow the tracker."""
+        chan = self._channels.get(channel_id)
+        if chan is not None and chan.call.recorded_channel != channel_id:
+            self._destroy(chan, 0.0, [])
 
     def recording_of(self, channel_id: str) -> uuid.UUID | None:
         """The recording of the call this channel belongs to, if it has one."""
