@@ -33,6 +33,7 @@ from callrec.asterisk.ari_events import (
     parse_event,
 )
 from callrec.asterisk.ari_rest import AriUnavailable
+from callrec.asterisk.ari_subscriptions import LEAN_EVENT_TYPES
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
@@ -66,7 +67,7 @@ class App:
                 ast.ari_username,
                 ast.ari_password,
                 ast.ari_app,
-                event_types=EVENT_TYPES,
+                event_types=EVENT_TYPES if settings.mode != "lean" else LEAN_EVENT_TYPES,
                 skip_raw=irrelevant_raw,
                 subscribe_all=settings.mode != "lean",
             )

@@ -20,6 +20,11 @@ from yarl import URL
 
 from callrec.asterisk.ari_rest import AriAuthError, AriUnavailable
 
+LEAN_EVENT_TYPES = ("ChannelHangupRequest", "ChannelDestroyed")
+"""All lean mode needs of the recorded channel: its hangup (StopMixMonitor) and its end (the
+row). Without this eventFilter the recorded channel alone brought 26 events per call (its
+variables, states, bridges), each one JSON that Asterisk builds and sends."""
+
 
 async def subscribe_channel(
     session: aiohttp.ClientSession, base: URL, app: str, channel_id: str, timeout: float
