@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
 from callrec.recording.file_close import CloseWatch, FileClose
 from callrec.recording.journal import Journal
+from callrec.recording.layout import named_by_callrec
 from callrec.recording.lean import Lean
 from callrec.recording.outbox import Outbox
 from callrec.recording.recorder import Recorder
@@ -156,6 +158,7 @@ class App:
                     self.recorder.adopt(dataclasses.replace(facts, channel_name=event.channel.name))
                 else:
                     self.recorder.recover(facts, interrupted=False)
+            self._adopt_unjournaled(live, {f.recording_id for f in self._pending_at_start})
             self._pending_at_start = None
         self.recorder.execute(self.tracker.reconcile(live, time.time(), restarted=restarted))
         if self.lean is not None:
@@ -166,6 +169,22 @@ class App:
             calls=self.tracker.call_count,
             asterisk_restarted=restarted,
         )
+
+    def _adopt_unjournaled(self, live: list[ChannelEvent], journaled: set[uuid.UUID]) -> None:
+        """Event mode sends MixMonitor without waiting for the journal's fsync: a kill -9 in
+        between leaves a live recording the journal never saw. MixMonitor's own
+        MIXMONITOR_FILENAME names it (docs/architecture.md#adoption-after-a-crash)."""
+        assert self.recorder is not None
+        rec_dir = self.settings.asterisk.recordings_dir
+        for event in live:
+            file = event.channel.mixmonitor_file
+            found = named_by_callrec(file, rec_dir) if file else None
+            if found is None or found[0] in journaled:
+                continue
+            facts = self.tracker.adopt_unjournaled(event, found[0], found[1], time.time())
+            if facts is not None:
+                log.info("recording found on its channel without a journal entry", call_id=facts.call_id)
+                self.recorder.adopt(facts)
 
     # --- lifecycle --------------------------------------------------------------------------
 

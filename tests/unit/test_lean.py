@@ -61,3 +61,23 @@ def test_drop_keeps_the_recorded_channel() -> None:
     tracker.drop("c2")
     tracker.drop("c1")
     assert tracker.channel_count == 1 and tracker.recorded_channels() == ["c1"]
+
+
+def test_a_recording_named_by_callrec_is_adopted_without_a_journal_entry() -> None:
+    import uuid
+
+    from callrec.recording.layout import named_by_callrec
+
+    rid = uuid.uuid4()
+    root = Path("/var/spool/asterisk/callrec")
+    assert named_by_callrec(f"{root}/2026/12/01/{rid}.wav", root) == (rid, f"2026/12/01/{rid}.wav")
+    for other in (f"/elsewhere/2026/12/01/{rid}.wav", f"{root}/{rid}.wav", f"{root}/2026/12/01/x.wav"):
+        assert named_by_callrec(other, root) is None
+    tracker = CallTracker(REGISTERS)
+    live = ChannelEvent("snapshot", snap("c1", "PJSIP/trunk-1", CALLREC_REGISTER="customer-service"))
+    facts = tracker.adopt_unjournaled(live, rid, f"2026/12/01/{rid}.wav", 9.0)
+    assert facts is not None and (facts.recording_id, facts.customer_number_masked) == (rid, "0401234***")
+    # The call is recorded: the same channel seen again starts nothing.
+    assert tracker.handle(live, 10.0) == []
+    unmarked = ChannelEvent("snapshot", snap("c2", "PJSIP/trunk-2"))
+    assert tracker.adopt_unjournaled(unmarked, uuid.uuid4(), "x", 9.0) is None

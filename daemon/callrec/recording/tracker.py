@@ -238,6 +238,25 @@ class CallTracker:
         self._start(call, chan, register, now, out)
         return out
 
+    def adopt_unjournaled(
+        self, event: ChannelEvent, recording_id: uuid.UUID, file_path: str, now: float
+    ) -> StartRecording | None:
+        """A live channel whose MIXMONITOR_FILENAME is a file callrec named, with no journal
+        entry: a previous run asked for MixMonitor and died before the entry was written. The
+        call is then this recording (never a second MixMonitor); the facts are rebuilt from the
+        channel as at the answer. ``None`` if the channel carries no configured register."""
+        out: list[Command] = []
+        chan = self._channels.get(event.channel.id) or self._track(event.channel, out)
+        for var, val in event.channel.vars.items():
+            self._set_var(chan, var, val, out)
+        call = chan.call
+        if call.register is None or call.recording is not None:
+            return None
+        call.anchor = chan
+        call.customer_from_caller = self._customer(event.channel.caller_number)
+        self._start(call, chan, call.register, now, out, (recording_id, file_path))
+        return next((c for c in out if isinstance(c, StartRecording)), None)
+
     def answered_by(self, linkedid: str, agent: str) -> bool:
         """Lean mode: the agent who answered a call being recorded (an AGI request from the
         answering leg, recording/lean.py), where the tracker sees no agent leg. False if the
@@ -343,9 +362,15 @@ class CallTracker:
         return any(c.state == "Up" and c is not anchor and c.name != twin for c in call.channels.values())
 
     def _start(
-        self, call: _Call, anchor: _Channel, register: Register, now: float, out: list[Command]
+        self,
+        call: _Call,
+        anchor: _Channel,
+        register: Register,
+        now: float,
+        out: list[Command],
+        found: tuple[uuid.UUID, str] | None = None,
     ) -> None:
-        rid = self._new_id()
+        rid = found[0] if found is not None else self._new_id()
         customer = call.customer_explicit or call.customer_from_caller
         call.recording = rid
         call.recorded_channel = anchor.id
@@ -357,7 +382,7 @@ class CallTracker:
                 direction=register.direction,
                 channel_id=anchor.id,
                 channel_name=anchor.name,
-                file_path=self._file_path(rid, now),
+                file_path=found[1] if found is not None else self._file_path(rid, now),
                 answered_at=now,
                 service_number=call.service_number,
                 customer_number_masked=customer[0],
