@@ -178,10 +178,9 @@ class CostAsterisk(Asterisk):
             f.write(f"""
 ; bench/pbx_cost.py, native phase: callrec-inbound-lean with MixMonitor() in place of the AGI.
 [bench-trunk-native]
-exten => _X.,1,Progress()
- same => n,Playback(beep,noanswer)
+exten => _X.,1,Answer()
+ same => n,Playback(beep)
  same => n,MixMonitor({native}/${{UNIQUEID}}.wav)
- same => n,Answer()
  same => n,Dial(Local/alice@callrec-agents,30)
  same => n,Hangup()
 """)

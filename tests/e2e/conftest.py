@@ -108,7 +108,7 @@ listen = "127.0.0.1:{metrics_port}"
 [api]
 listen = "127.0.0.1:{free_port()}"
 [daemon]
-mode = "{mode}"
+{f'mode = "{mode}"' if mode != "event" else ""}
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
