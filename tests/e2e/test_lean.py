@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +190,42 @@ def test_sigterm_drains_the_call_in_progress(
     (row,) = wait_rows(db_dsn, 1, timeout=5)
     assert row["agent_name"] == "alice" and row["recovered"] is False
     assert '"draining recordings"' in d.log() and "Traceback" not in d.log()
+
+
+def test_asterisk_restart_ends_the_calls_as_interrupted_and_recording_goes_on(
+    tmp_path: Path, driver: Driver, asterisk: Asterisk, db_dsn: str
+) -> None:
+    d = lean_daemon(tmp_path, asterisk, db_dsn)
+    try:
+        for i in range(3):
+            inbound(driver, f"05{i:02d}", "0401112222", talk=30)
+        wait_count(d, "recording started", 3)
+        driver.close()
+        asterisk.stop(kill=True)
+        asterisk.start()
+        wait_count(d, "reconciled with asterisk", 2)
+        rows = wait_rows(db_dsn, 3, timeout=60)
+        assert all(r["interrupted"] for r in rows) and len(rows) == 3
+        # After the restart the AGI requests are served again and the call is watched again.
+        after = Driver(asterisk.ami_port, "callrec-test-driver", asterisk.ami_secret)
+        try:
+            wait_count(d, "ami connected", 2)
+            inbound(after, "0510", "0403334444", talk=3)
+            rows = wait_rows(db_dsn, 4, timeout=60)
+            wait_no_channels(asterisk)
+        finally:
+            after.close()
+        (fresh,) = [r for r in rows if r["service_number"] == "0510"]
+        assert fresh["interrupted"] is False and fresh["agent_name"] == "alice"
+        assert len(wait_rows(db_dsn, 5, timeout=1)) == 4
+    finally:
+        assert d.stop() == 0
+    assert "Traceback" not in d.log()
+
+
+def wait_count(daemon: Daemon, event: str, n: int, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while len(log_lines(daemon, event)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{event!r} logged fewer than {n} times:\n{daemon.log()[-3000:]}")
+        time.sleep(0.1)
