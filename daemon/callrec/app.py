@@ -343,6 +343,8 @@ class App:
                 log.warning("recordings still running at exit; the next start adopts them", count=left)
         if self.outbox is not None and not await self.outbox.flush(5.0):
             log.warning("rows left in the journal; written at the next start")
+        if self.lean is not None:
+            await self.lean.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

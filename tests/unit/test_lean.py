@@ -3,6 +3,7 @@ the dialplan tells it (recording/lean.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,39 @@ def test_a_recording_named_by_callrec_is_adopted_without_a_journal_entry() -> No
     assert tracker.handle(live, 10.0) == []
     unmarked = ChannelEvent("snapshot", snap("c2", "PJSIP/trunk-2"))
     assert tracker.adopt_unjournaled(unmarked, uuid.uuid4(), "x", 9.0) is None
+
+
+async def test_a_failed_subscription_is_retried_and_a_channel_gone_meanwhile_ends_its_recording() -> None:
+    from callrec.asterisk.ari_rest import AriUnavailable
+    from callrec.recording.lean import Lean
+
+    class Ari:
+        def __init__(self) -> None:
+            self.answers: list[bool | None] = [None, None, False]  # None: REST failure
+
+        async def subscribe_channel(self, channel_id: str) -> bool:
+            answer = self.answers.pop(0)
+            if answer is None:
+                raise AriUnavailable("POST /ari/applications/callrec/subscription: ClientOSError")
+            return answer
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.commands: list[object] = []
+
+        def execute(self, commands: list[object]) -> None:
+            self.commands.extend(commands)
+
+    tracker = CallTracker(REGISTERS)
+    customer = snap("c1", "PJSIP/trunk-1", CALLREC_REGISTER="customer-service")
+    (start,) = tracker.claim(customer, 1.0)
+    ari, recorder = Ari(), Recorder()
+    lean = Lean(ari, tracker, recorder)  # type: ignore[arg-type]
+    lean.retry_interval = 0.0
+    await lean.watch(customer)
+    assert recorder.commands == []  # not yet: retried in the background
+    await asyncio.wait_for(asyncio.gather(*lean._retries), 5)
+    (finish,) = recorder.commands
+    assert isinstance(finish, FinishRecording) and finish.recording_id == start.recording_id  # type: ignore[union-attr]
+    assert ari.answers == [] and tracker.channel_count == 0
+    await lean.close()

@@ -21,6 +21,7 @@ will ever end.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
@@ -73,6 +74,10 @@ class Lean:
         self._tracker = tracker
         self._recorder = recorder
         self._registers = registers or {}
+        self._retries: set[asyncio.Task[None]] = set()
+        self.retry_interval = 1.0
+
+    RETRIES = 30
 
     async def settle(self, snap: ChannelSnapshot, recording: bool | None) -> None:
         """After an AGI request: watch the channel if it is now recorded here, else forget it."""
@@ -88,14 +93,39 @@ class Lean:
         try:
             exists = await self._ari.subscribe_channel(snap.id)
         except AriUnavailable as exc:
-            # Its end is then found by the reconciliation after ARI is back (on_connect).
             metrics.PROTOCOL_ERRORS.labels(source="ari", kind="subscribe_failed").inc()
-            log.error(
-                "cannot watch the recorded channel; its end is found at the next reconnect", error=str(exc)
-            )
+            log.error("cannot watch the recorded channel yet; retrying", error=str(exc)[:200])
+            task = asyncio.create_task(self._retry(snap), name=f"lean-watch-{snap.id}")
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
             return
         if not exists:
-            self._recorder.execute(self._tracker.handle(ChannelEvent("destroyed", snap), time.time()))
+            self._ended(snap)
+
+    async def _retry(self, snap: ChannelSnapshot) -> None:
+        """Once a second for a while: a REST hiccup must not leave the recording without an end.
+        If the channel is gone by then, its end is taken as now (at most a retry late). Past the
+        last try, the reconciliation after ARI's next reconnect ends it."""
+        for _ in range(self.RETRIES):
+            await asyncio.sleep(self.retry_interval)
+            if not self._tracker.tracks(snap.id):
+                return
+            try:
+                exists = await self._ari.subscribe_channel(snap.id)
+            except AriUnavailable:
+                continue
+            if not exists:
+                self._ended(snap)
+            return
+        log.error("recorded channel not watched; its end is found at the next reconnect", channel=snap.id)
+
+    def _ended(self, snap: ChannelSnapshot) -> None:
+        self._recorder.execute(self._tracker.handle(ChannelEvent("destroyed", snap), time.time()))
+
+    async def close(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
 
     async def answered(
         self,
