@@ -283,6 +283,8 @@ def main() -> int:
             # Without "agi" in --modes no [agi] is written: a daemon from before AGI mode loads it.
             extra=f'[agi]\nlisten = "127.0.0.1:{ast.agi_port}"\n' if "agi" in args.modes else "",
         )
+        # The WAVs are what is measured: the archive step would transcode and delete them.
+        cfg.write_text(cfg.read_text().replace("[archive]\n", "[archive]\nenabled = false\n"))
         daemon = start_daemon(cfg, src=args.daemon_src)
         driver = Driver(ast.ami_port, TEST_AMI_USER, ast.ami_secret)
         time.sleep(0.5)

@@ -6,7 +6,15 @@ agent alice over Local channels, tt-monkeys audio both ways, ``--talk`` seconds 
 ``--rate`` per second) runs in alternating phases:
 
 * ``without``: no callrec attached (no ARI websocket, no AMI session of callrec);
-* ``with``: ``callrec run`` attached and recording every call (a fresh daemon per phase).
+* ``native``: no callrec, the dialplan starts ``MixMonitor()`` itself before the answer (the
+  physical anchor: what recording costs with no register at all). Its context mirrors
+  ``callrec-inbound-lean`` with the AGI request replaced by ``MixMonitor()`` and no ``U()``;
+* ``with``: ``callrec run`` in event mode attached and recording every call (a fresh daemon per
+  phase), the calls through ``callrec-inbound``;
+* ``lean``: ``callrec run`` in lean mode, the calls through the shipped ``callrec-inbound-lean``.
+
+The daemons run with ``[archive] enabled = false``: the archive step (transcoding, sealing) is
+paid per audio hour, off the call's path, and is measured by bench/archive.py.
 
 CPU seconds come from ``/proc/<pid>/stat`` (utime + stime, every thread) of the Asterisk
 process (``chroot`` execs it: checked by name) and of the daemon, over the window from the first
@@ -18,6 +26,9 @@ reaped children (a MixMonitor post-process command) are reported apart and count
 * ``daemon_to_asterisk_ratio``: that against Asterisk's CPU per call with nothing attached
   (``daemon_to_asterisk_with_ratio``: against Asterisk's own CPU per call in the with-phase);
 * ``asterisk_burden``: Asterisk's CPU in the with-phase over the without-phase;
+* ``lean_to_native``: Asterisk's CPU in the lean phase over the native phase (target <= 1.05),
+  ``event_to_native`` the same for the event mode; ``lean_daemon_to_asterisk_ratio``: the lean
+  daemon's CPU per recorded call against Asterisk's per call with nothing attached (<= 0.10);
 * ``rows``: the fewest rows a with-phase wrote (must equal ``calls``); ``duplicate_rows`` and
   ``files_changed_after_hashing`` (a file hashed before Asterisk closed it would have grown)
   must be 0.
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -116,11 +128,13 @@ class Daemon:
                 self.proc.wait()
 
 
-def start_daemon(work: Path, asterisk: Asterisk, dsn: str, src: Path) -> Daemon:
+def start_daemon(work: Path, asterisk: Asterisk, dsn: str, src: Path, mode: str = "event") -> Daemon:
     """``callrec run`` as a process (like tests/e2e/conftest.py, with a chosen source tree)."""
     work.mkdir(parents=True, exist_ok=True)
     cfg, port, log_path = work / "callrec.toml", free_port(), work / "daemon.log"
-    write_config(cfg, asterisk, dsn, port, state_dir=work / "state")
+    agi = f'\n[agi]\nlisten = "127.0.0.1:{asterisk.agi_port}"\n' if mode == "lean" else ""
+    write_config(cfg, asterisk, dsn, port, state_dir=work / "state", mode=mode, extra=agi)
+    cfg.write_text(cfg.read_text().replace("[archive]\n", "[archive]\nenabled = false\n"))
     env = dict(os.environ, PYTHONPATH=str(src))
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -144,13 +158,47 @@ def live_channels(driver: Driver) -> int:
     return int(driver.action("CoreStatus", {}).get("CoreCurrentCalls", "-1"))
 
 
-def burst(driver: Driver, calls: int, rate: float, talk: int, first: int) -> None:
+TRUNKS = {
+    "without": "test-trunk",
+    "with": "test-trunk",
+    "native": "bench-trunk-native",
+    "lean": "test-trunk-lean",
+}
+
+
+@dataclass
+class CostAsterisk(Asterisk):
+    """The harness's Asterisk plus the native-MixMonitor context of the ``native`` phase."""
+
+    def _write_configs(self) -> None:
+        super()._write_configs()
+        native = self.recordings_dir / "native"
+        native.mkdir(parents=True, exist_ok=True)
+        with (self.host_base / "etc" / "callrec-devices.conf").open("a") as f:
+            f.write(f"""
+; bench/pbx_cost.py, native phase: callrec-inbound-lean with MixMonitor() in place of the AGI.
+[bench-trunk-native]
+exten => _X.,1,Answer()
+ same => n,Playback(beep)
+ same => n,MixMonitor({native}/${{UNIQUEID}}.wav)
+ same => n,Dial(Local/alice@callrec-agents,30)
+ same => n,Hangup()
+""")
+
+
+def burst(driver: Driver, calls: int, rate: float, talk: int, first: int, trunk: str = "test-trunk") -> None:
     t0 = time.monotonic()
     for i in range(calls):
         delay = t0 + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        driver.inbound("0300", f"+35840{first + i:07d}", talk=talk)
+        number = f"+35840{first + i:07d}"
+        driver.originate(
+            f"Local/0300@{trunk}",
+            context="test-customer-talk",
+            callerid='"Customer" <>',
+            variables={"__TALK": str(talk), "__RAWCID": base64.b64encode(number.encode()).decode()},
+        )
 
 
 def wait_idle(driver: Driver, timeout: float) -> None:
@@ -175,7 +223,7 @@ def files_unchanged(dsn: str, recordings: Path) -> tuple[int, int]:
         rows = conn.execute("SELECT file_path, file_size, sha256 FROM recordings").fetchall()
     same = 0
     for rel, size, sha in rows:
-        data = (recordings / rel).read_bytes()
+        data = (recordings / rel).read_bytes()  # the archive is off: every WAV stays
         same += len(data) == size and hashlib.sha256(data).hexdigest() == sha
     return same, len(rows)
 
@@ -208,12 +256,13 @@ def run_phase(
     dsn: str,
     daemon: Daemon | None,
     first: int,
+    trunk: str = "test-trunk",
 ) -> Phase:
     timeout = args.calls / args.rate + args.talk + 90
     ev0 = daemon.events() if daemon else 0.0
     rows0 = row_counts(dsn)[0]
     a0, d0, t0 = cpu(ast_pid), cpu(daemon.proc.pid) if daemon else None, time.monotonic()
-    burst(driver, args.calls, args.rate, args.talk, first)
+    burst(driver, args.calls, args.rate, args.talk, first, trunk)
     wait_idle(driver, timeout)
     if daemon is not None:
         wait_rows(dsn, rows0 + args.calls)
@@ -262,6 +311,38 @@ def profile_summary(raw: Path, top: int = 12) -> list[str]:
     return lines
 
 
+def native_figures(phases: dict[str, list[Phase]], n: int) -> dict[str, object]:
+    """The native and lean figures: per round against neighbours in time, then medians."""
+    out: dict[str, object] = {}
+
+    def ast(ph: Phase) -> float:
+        return ph.asterisk.own + ph.asterisk.children
+
+    def med(values: list[float], digits: int = 3) -> float | None:
+        return round(statistics.median(values), digits) if values else None
+
+    without, native, with_, lean = (phases.get(k, []) for k in ("without", "native", "with", "lean"))
+    out["asterisk_ms_per_call_native"] = med([ast(p) * 1000 / n for p in native], 2)
+    out["asterisk_ms_per_call_lean"] = med([ast(p) * 1000 / n for p in lean], 2)
+    out["native_to_bare"] = med([ast(a) / b.asterisk.own for a, b in zip(native, without, strict=False)])
+    out["event_to_native"] = med([ast(a) / ast(b) for a, b in zip(with_, native, strict=False)])
+    out["lean_to_native"] = med([ast(a) / ast(b) for a, b in zip(lean, native, strict=False)])
+    out["lean_daemon_ms_per_call"] = med([p.daemon * 1000 / max(p.rows, 1) for p in lean], 2)
+    out["lean_daemon_to_asterisk_ratio"] = med(
+        [(p.daemon / max(p.rows, 1)) / (b.asterisk.own / n) for p, b in zip(lean, without, strict=False)]
+    )
+    out["lean_ari_events_per_call"] = med([p.events / n for p in lean], 1)
+    out["lean_rows_per_round"] = [p.rows for p in lean]
+    out["samples_native"] = {
+        "asterisk_s_native": [round(ast(p), 2) for p in native],
+        "asterisk_s_lean": [round(ast(p), 2) for p in lean],
+        "lean_daemon_s": [round(p.daemon, 2) for p in lean],
+        "lean_to_native": [round(ast(a) / ast(b), 3) for a, b in zip(lean, native, strict=False)],
+        "event_to_native": [round(ast(a) / ast(b), 3) for a, b in zip(with_, native, strict=False)],
+    }
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="a smaller burst, one round (make bench)")
@@ -277,11 +358,20 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override an ari.conf line for an experiment, e.g. read_only=no",
     )
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        default=["without", "native", "with", "lean"],
+        choices=["without", "native", "with", "lean"],
+        help="phases of a round (without and with are always run)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work folder (recordings, daemon logs)")
     p.add_argument("--profile", type=Path, help="py-spy the daemon in one extra with-phase; summary here")
     args = p.parse_args()
     args.calls = args.calls or (60 if args.quick else 200)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.phases = ["without", *(x for x in args.phases if x not in ("without", "with")), "with"]
+    args.phases = list(dict.fromkeys(args.phases))
     if os.geteuid() != 0:
         say("pbx_cost needs root: the harness chroots into a Debian sid root and bind-mounts into it")
         return 1
@@ -290,7 +380,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
     cluster = Cluster()
     overrides = dict(kv.split("=", 1) for kv in args.ari)
-    asterisk = Asterisk(recordings_dir=work / "recordings", ari_overrides=overrides)
+    asterisk = CostAsterisk(recordings_dir=work / "recordings", ari_overrides=overrides)
     daemon: Daemon | None = None
     driver: Driver | None = None
     try:
@@ -307,24 +397,27 @@ def main() -> int:
         wait_idle(driver, 60)
 
         first = 0
-        without: list[Phase] = []
-        with_: list[Phase] = []
+        phases: dict[str, list[Phase]] = {name: [] for name in args.phases}
         for r in range(args.rounds):
-            ph = run_phase(args, driver, ast_pid, dsn, None, first)
-            first += args.calls
-            without.append(ph)
-            say(f"round {r + 1} without: asterisk {ph.asterisk.own:.2f} s in {ph.seconds:.1f} s")
-            daemon = start_daemon(work / f"daemon-{r}", asterisk, dsn, args.daemon_src)
-            ph = run_phase(args, driver, ast_pid, dsn, daemon, first)
-            first += args.calls
-            with_.append(ph)
-            daemon.stop()
-            daemon = None
-            say(
-                f"round {r + 1} with:    asterisk {ph.asterisk.own:.2f} s (+children"
-                f" {ph.asterisk.children:.2f} s), daemon {ph.daemon:.2f} s in {ph.seconds:.1f} s,"
-                f" {ph.events / args.calls:.1f} ARI events per call"
-            )
+            # Alternated in one run, in a rotating order, so drift in the machine's load falls on
+            # every phase alike; the ratios are then taken per round, between neighbours in time.
+            order = args.phases[r % len(args.phases) :] + args.phases[: r % len(args.phases)]
+            for name in order:
+                mode = {"with": "event", "lean": "lean"}.get(name)
+                if mode is not None:
+                    daemon = start_daemon(work / f"daemon-{name}-{r}", asterisk, dsn, args.daemon_src, mode)
+                ph = run_phase(args, driver, ast_pid, dsn, daemon, first, TRUNKS[name])
+                first += args.calls
+                phases[name].append(ph)
+                if daemon is not None:
+                    daemon.stop()
+                    daemon = None
+                say(
+                    f"round {r + 1} {name:8} asterisk {ph.asterisk.own:.2f} s (+children"
+                    f" {ph.asterisk.children:.2f} s), daemon {ph.daemon:.2f} s in {ph.seconds:.1f} s,"
+                    f" {ph.events / args.calls:.1f} ARI events per call, {ph.rows} rows"
+                )
+        without, with_ = phases["without"], phases["with"]
         total, distinct = row_counts(dsn)
         same, checked = files_unchanged(dsn, asterisk.recordings_dir)
 
@@ -392,8 +485,10 @@ def main() -> int:
             },
             "load_avg_1m": round(os.getloadavg()[0], 2),
         }
+        result.update(native_figures(phases, n))
         print(json.dumps(result), flush=True)
-        return 0 if total == distinct == same and all(w.rows == n for w in with_) else 1
+        recorded = [*with_, *phases.get("lean", [])]
+        return 0 if total == distinct == same and all(w.rows == n for w in recorded) else 1
     finally:
         if daemon is not None:
             daemon.stop()

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -28,12 +29,14 @@ from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
     EVENT_TYPES,
+    ChannelEvent,
     MalformedEvent,
     irrelevant_raw,
     parse_channel,
     parse_event,
 )
 from callrec.asterisk.ari_rest import AriUnavailable
+from callrec.asterisk.ari_subscriptions import LEAN_EVENT_TYPES
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
@@ -44,6 +47,8 @@ from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
 from callrec.recording.file_close import CloseWatch, FileClose
 from callrec.recording.journal import Journal
+from callrec.recording.layout import named_by_callrec
+from callrec.recording.lean import Lean
 from callrec.recording.outbox import Outbox
 from callrec.recording.pause import Pauses
 from callrec.recording.recorder import Recorder
@@ -68,8 +73,9 @@ class App:
                 ast.ari_username,
                 ast.ari_password,
                 ast.ari_app,
-                event_types=EVENT_TYPES,
+                event_types=EVENT_TYPES if settings.mode != "lean" else LEAN_EVENT_TYPES,
                 skip_raw=irrelevant_raw,
+                subscribe_all=settings.mode != "lean",
             )
         )
         self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
@@ -78,6 +84,8 @@ class App:
         self.journal: Journal | None = None
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
+        self.lean: Lean | None = None
+        """Lean mode (recording/lean.py): only the recorded channels are watched."""
         self.closes: CloseWatch | None = None
         self.archive = open_archive(settings)
         """``None`` with ``[archive] enabled = false``: recordings stay MixMonitor's WAV."""
@@ -135,12 +143,14 @@ class App:
         started = str(status.get("startup_time", "")) if isinstance(status, dict) else ""
         restarted = self._asterisk_started is not None and started != self._asterisk_started
         self._asterisk_started = started
-        live = []
+        live: list[ChannelEvent] = []
         for obj in sorted(await self.ari.channels(), key=lambda c: str(c.get("creationtime", ""))):
             try:
                 live.append(parse_channel(obj))
             except MalformedEvent:
                 metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc()
+        if self.lean is not None:
+            live = self.lean.live(live, (f.channel_id for f in self._pending_at_start or ()))
         if self._pending_at_start is not None:
             # First connect of this run: the recordings a previous run left in the journal
             # are either still up (adopt: never a second MixMonitor) or over (row from file).
@@ -153,14 +163,33 @@ class App:
                     self.recorder.adopt(dataclasses.replace(facts, channel_name=event.channel.name))
                 else:
                     self.recorder.recover(facts, interrupted=False)
+            self._adopt_unjournaled(live, {f.recording_id for f in self._pending_at_start})
             self._pending_at_start = None
         self.recorder.execute(self.tracker.reconcile(live, time.time(), restarted=restarted))
+        if self.lean is not None:
+            await self.lean.resubscribe()
         log.info(
             "reconciled with asterisk",
             channels=len(live),
             calls=self.tracker.call_count,
             asterisk_restarted=restarted,
         )
+
+    def _adopt_unjournaled(self, live: list[ChannelEvent], journaled: set[uuid.UUID]) -> None:
+        """Event mode sends MixMonitor without waiting for the journal's fsync: a kill -9 in
+        between leaves a live recording the journal never saw. MixMonitor's own
+        MIXMONITOR_FILENAME names it (docs/architecture.md#adoption-after-a-crash)."""
+        assert self.recorder is not None
+        rec_dir = self.settings.asterisk.recordings_dir
+        for event in live:
+            file = event.channel.mixmonitor_file
+            found = named_by_callrec(file, rec_dir) if file else None
+            if found is None or found[0] in journaled:
+                continue
+            facts = self.tracker.adopt_unjournaled(event, found[0], found[1], time.time())
+            if facts is not None:
+                log.info("recording found on its channel without a journal entry", call_id=facts.call_id)
+                self.recorder.adopt(facts)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -188,6 +217,7 @@ class App:
         s = self.settings
         metrics.BUILD_INFO.info({"version": __version__})
         metrics.init_series(s.registers, s.retention_interval)
+        metrics.watch_tracker(self.tracker)
         await self._serve(self._metrics_app(), s.metrics_listen)
         if s.api_listen is not None:
             # Its own small pool: a slow export or search never holds up writing rows.
@@ -223,9 +253,11 @@ class App:
         self._spawn(self.outbox.run(), "outbox")
         self._spawn(self.ami.run(), "ami")
         self._spawn(self.ari.run(self.on_event, self.on_connect), "ari")
+        if s.mode == "lean":
+            self.lean = Lean(self.ari, self.tracker, self.recorder, dict(s.registers))
         if s.agi_listen is not None:
             # AGI mode, beside the event mode: the dialplan asks for recording and waits for it.
-            self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder).run(), "agi")
+            self._spawn(AgiServer(s.agi_listen, self.tracker, self.recorder, self.lean).run(), "agi")
         if self.archiver is not None:
             self._spawn(self.archiver.run(), "archive")
         store = self.archive.store if self.archive is not None else None
@@ -336,6 +368,8 @@ class App:
         await self.pauses.close()
         if self.outbox is not None and not await self.outbox.flush(5.0):
             log.warning("rows left in the journal; written at the next start")
+        if self.lean is not None:
+            await self.lean.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -129,6 +129,9 @@ class Settings:
     session_idle_timeout: float = 30 * 60.0
     refused_per_minute: int = 30
     """Refused (401) requests per client and minute that get a row each; 429 beyond."""
+    mode: str = "event"
+    """``event``: watch every channel (subscribeAll); ``lean``: the dialplan asks over AGI and
+    only the recorded channels are watched (docs/dialplan.md#lean-mode)."""
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
 
@@ -278,6 +281,9 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     disk_low_bytes = dmn.get("disk_low_bytes", int, 1 << 30)
     if disk_low_bytes < 0:
         raise ConfigError("daemon.disk_low_bytes: must be zero or more")
+    mode = dmn.get("mode", str, "event")
+    if mode not in ("event", "lean"):
+        raise ConfigError('daemon.mode: expected "event" or "lean"')
     dmn.refuse_unknown()
 
     ret = top.table("retention")
@@ -311,6 +317,8 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     # Off unless asked for: FastAGI has no authentication, so bind it to loopback.
     agi_listen = _listen(agi, "listen", "127.0.0.1:4573") if "listen" in agi.data else None
     agi.refuse_unknown()
+    if mode == "lean" and agi_listen is None:
+        raise ConfigError('daemon.mode = "lean" needs [agi] listen: the dialplan asks over AGI')
 
     priv = top.table("privacy")
     number_hmac_key: bytes | None = None
@@ -376,6 +384,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         session_lifetime=session_lifetime,
         session_idle_timeout=session_idle_timeout,
         refused_per_minute=refused_per_minute,
+        mode=mode,
         archive=archive,
         storage=storage,
     )

@@ -89,6 +89,7 @@ def write_config(
     node: str = "e2e",
     key_file: Path | None = None,
     daemon_keys: str = "",
+    mode: str = "event",
 ) -> None:
     """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``); ``daemon_keys`` are
     more lines of ``[daemon]`` (e.g. ``max_pause = 2``). The archive is encrypted, its key and
@@ -117,6 +118,7 @@ listen = "127.0.0.1:{metrics_port}"
 [api]
 listen = "127.0.0.1:{free_port()}"
 [daemon]
+{f'mode = "{mode}"' if mode != "event" else ""}
 drain_timeout = {drain_timeout}
 file_wait_timeout = 10
 state_dir = "{state_dir}"
@@ -147,6 +149,7 @@ def start_daemon(
     extra_config: str = "",
     daemon_keys: str = "",
     quiet: bool = True,
+    mode: str = "event",
     **config: Any,
 ) -> Daemon:
     """Run ``callrec run`` as a process with its config and log in ``tmp_path``.
@@ -167,6 +170,7 @@ def start_daemon(
         state_dir=state_dir,
         extra=extra_config,
         daemon_keys=daemon_keys,
+        mode=mode,
         **config,
     )
     log_path = tmp_path / "daemon.log"

@@ -187,3 +187,18 @@ def test_init_series_shows_idle_registers_at_zero() -> None:
     for name in ("callrec_recordings_started_total", "callrec_recordings_completed_total"):
         assert f'{name}{{register="idle-register"}} 0.0' in text
     assert "callrec_retention_interval_seconds 600.0" in text
+
+
+def test_process_and_tracker_sizes_are_exported() -> None:
+    # Memory, CPU and descriptors of the daemon itself, and the tracker's sizes read at the
+    # scrape: what shows a leak over days (docs/operations.md#staying-flat).
+    class Sizes:
+        channel_count, call_count, recording_count = 7, 3, 2
+
+    metrics.watch_tracker(Sizes())
+    text = generate_latest(metrics.REGISTRY).decode()
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+        assert re.search(rf"^{name} [0-9.e+]+$", text, re.M), name
+    assert "callrec_tracker_channels 7.0" in text
+    assert "callrec_tracker_calls 3.0" in text
+    assert "callrec_tracker_recordings 2.0" in text

@@ -122,7 +122,7 @@ def test_channelvars_from_a_getconfig_answer() -> None:
         "Line-000000-000000": "enabled=yes",
         "Line-000000-000001": "pretty=no",
         "Line-000000-000002": "channelvars=CHANNEL(linkedid),CALLREC_REGISTER,CALLREC_SERVICE_NUMBER,"
-        "CALLREC_AGENT,CALLREC_CUSTOMER_NUMBER",
+        "CALLREC_AGENT,CALLREC_CUSTOMER_NUMBER,MIXMONITOR_FILENAME",
         "Category-000001": "callrec",
         "Line-000001-000000": "type=user",
         "Line-000001-000001": "channelvars=NOT_GENERAL",

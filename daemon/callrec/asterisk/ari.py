@@ -20,6 +20,7 @@ from aiohttp.http_websocket import WSMessageNoDecodeText
 from yarl import URL
 
 from callrec.asterisk.ari_rest import AriAuthError, AriRest, AriUnavailable
+from callrec.asterisk.ari_subscriptions import subscribe_channel
 from callrec.ops import metrics
 from callrec.retry import Backoff
 
@@ -73,6 +74,9 @@ class AriSettings:
     """If set, only these event types are asked for (eventFilter) after each connect."""
     skip_raw: Callable[[bytes], bool] | None = None
     """Events for which this is True are counted and dropped before decoding (the hot path)."""
+    subscribe_all: bool = True
+    """False in lean mode: events come only for the channels subscribed to one by one
+    (asterisk/ari_subscriptions.py)."""
 
 
 class AriClient:
@@ -152,6 +156,13 @@ class AriClient:
         Asterisk restart (every channel cut) from one after a network blip."""
         return await self._rest.asterisk_info(self._connected_session())
 
+    async def subscribe_channel(self, channel_id: str) -> bool:
+        """Lean mode: events of this one channel from now on; False if it no longer exists."""
+        s = self._settings
+        return await subscribe_channel(
+            self._connected_session(), self._url, s.app, channel_id, s.request_timeout
+        )
+
     def _connected_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or not self._up.is_set():
@@ -205,7 +216,7 @@ class AriClient:
             async with asyncio.timeout(s.request_timeout):
                 return await session.ws_connect(
                     self._events_url,
-                    params={"app": s.app, "subscribeAll": "true"},
+                    params={"app": s.app, "subscribeAll": "true" if s.subscribe_all else "false"},
                     heartbeat=s.heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_close=s.request_timeout),
                     max_msg_size=MAX_MESSAGE_BYTES,

@@ -17,6 +17,9 @@ VAR_REGISTER = "CALLREC_REGISTER"
 VAR_SERVICE_NUMBER = "CALLREC_SERVICE_NUMBER"
 VAR_AGENT = "CALLREC_AGENT"
 VAR_CUSTOMER_NUMBER = "CALLREC_CUSTOMER_NUMBER"
+VAR_MIXMONITOR_FILENAME = "MIXMONITOR_FILENAME"
+"""Set by MixMonitor itself on the channel it records: lets a restart adopt a recording whose
+journal entry was never written (docs/architecture.md#adoption-after-a-crash)."""
 CONTRACT_VARS = frozenset({VAR_REGISTER, VAR_SERVICE_NUMBER, VAR_AGENT, VAR_CUSTOMER_NUMBER})
 # Set(CALLREC_PAUSE=1) / Set(CALLREC_PAUSE=0) on any channel of a call pauses and resumes its
 # recording (docs/dialplan.md#pause-for-card-numbers). Only its event is read, never a snapshot:
@@ -75,6 +78,8 @@ class ChannelSnapshot:
     """Raw caller ID number. Masked on first use and never stored."""
     vars: Mapping[str, str]
     """Contract variables present in ``channelvars`` (non-empty values only)."""
+    mixmonitor_file: str | None = None
+    """MIXMONITOR_FILENAME, when ``channelvars`` carries it and MixMonitor runs (ran)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,16 @@ def _channel(obj: Any) -> ChannelSnapshot:
             val = cvars.get(var)
             if isinstance(val, str) and val:
                 contract[var] = val
-    return ChannelSnapshot(cid, name, state, linkedid, number if isinstance(number, str) else None, contract)
+    mixed = cvars.get(VAR_MIXMONITOR_FILENAME) if isinstance(cvars, dict) else None
+    return ChannelSnapshot(
+        cid,
+        name,
+        state,
+        linkedid,
+        number if isinstance(number, str) else None,
+        contract,
+        mixed if isinstance(mixed, str) and mixed else None,
+    )
 
 
 def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:

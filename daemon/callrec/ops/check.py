@@ -32,6 +32,7 @@ from callrec.asterisk.ari_events import (
     LINKEDID,
     VAR_AGENT,
     VAR_CUSTOMER_NUMBER,
+    VAR_MIXMONITOR_FILENAME,
     VAR_REGISTER,
     VAR_SERVICE_NUMBER,
 )
@@ -48,7 +49,14 @@ EXIT_FAILED = 1
 # JSON lacks it), the contract variables let a restarted daemon rebuild its state from
 # GET /channels (docs/asterisk.md, "No linkedid in ARI channel JSON"). The order is the one of
 # dialplan/ari.conf, for the hint.
-REQUIRED_CHANNELVARS = (LINKEDID, VAR_REGISTER, VAR_SERVICE_NUMBER, VAR_AGENT, VAR_CUSTOMER_NUMBER)
+REQUIRED_CHANNELVARS = (
+    LINKEDID,
+    VAR_REGISTER,
+    VAR_SERVICE_NUMBER,
+    VAR_AGENT,
+    VAR_CUSTOMER_NUMBER,
+    VAR_MIXMONITOR_FILENAME,
+)
 # The actions the recorder sends. Asterisk 22 checks an action's privilege before it looks for
 # the channel, so a channel that cannot exist (no technology prefix) tells "allowed" ("No such
 # channel") from "not allowed" ("Permission denied") without touching any call. Verified on

@@ -4,10 +4,16 @@ names, reason codes): never a phone number or any free-form caller string."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# The standard process_* series (resident memory, CPU seconds, open and maximum file
+# descriptors, start time), read from /proc at each scrape: what shows a leak or a descriptor
+# left open over days (docs/operations.md#staying-flat, bench/soak.py).
+PROCESS = ProcessCollector(registry=REGISTRY)
 
 BUILD_INFO = Info("callrec_build", "Version of the running daemon.", registry=REGISTRY)
 
@@ -195,6 +201,23 @@ ARCHIVE_CORRUPT = Counter(
     registry=REGISTRY,
 )
 
+# --- the tracker's sizes (read at each scrape; docs/operations.md#staying-flat) ----------------
+TRACKER_CHANNELS = Gauge(
+    "callrec_tracker_channels",
+    "Channels the call tracker follows now.",
+    registry=REGISTRY,
+)
+TRACKER_CALLS = Gauge(
+    "callrec_tracker_calls",
+    "Calls (channels grouped by linkedid) the call tracker follows now.",
+    registry=REGISTRY,
+)
+TRACKER_RECORDINGS = Gauge(
+    "callrec_tracker_recordings",
+    "Calls the tracker holds as recorded (MixMonitor asked for, recorded channel not yet gone).",
+    registry=REGISTRY,
+)
+
 # --- operations -------------------------------------------------------------------------------
 RETENTION_INTERVAL = Gauge(
     "callrec_retention_interval_seconds",
@@ -219,3 +242,19 @@ def init_series(registers: Iterable[str], retention_interval: float) -> None:
     for where in ("serve", "verify", "export"):
         ARCHIVE_CORRUPT.labels(where=where)
     RETENTION_INTERVAL.set(retention_interval)
+
+
+class TrackerSizes(Protocol):
+    @property
+    def channel_count(self) -> int: ...
+    @property
+    def call_count(self) -> int: ...
+    @property
+    def recording_count(self) -> int: ...
+
+
+def watch_tracker(tracker: TrackerSizes) -> None:
+    """The tracker gauges read ``tracker`` at each scrape: nothing on the event path."""
+    TRACKER_CHANNELS.set_function(lambda: tracker.channel_count)
+    TRACKER_CALLS.set_function(lambda: tracker.call_count)
+    TRACKER_RECORDINGS.set_function(lambda: tracker.recording_count)

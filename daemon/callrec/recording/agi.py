@@ -26,21 +26,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import time
+import re
 from typing import Final
 
 import structlog
 
-from callrec.asterisk.ari_events import CONTRACT_VARS, ChannelSnapshot
-from callrec.recording.facts import StartRecording
+from callrec.asterisk.ari_events import CONTRACT_VARS, VAR_AGENT, ChannelSnapshot
+from callrec.recording.lean import Lean, claim_and_record
 from callrec.recording.mixmonitor import AttachUnavailable, StartRefused
 from callrec.recording.recorder import Recorder
-from callrec.recording.tracker import CallTracker
+from callrec.recording.tracker import CallTracker, local_twin
 
 log = structlog.get_logger("callrec.agi")
 
 SCRIPT: Final = "record"
-"""The one request path served: ``agi://host:port/record``."""
+"""The request path at the answer: ``agi://host:port/record``."""
+ANSWERED: Final = "answered"
+"""Lean mode: the far end answered (Dial's ``U()``, Queue's gosub; recording/lean.py)."""
 _ENV_LINES: Final = 128
 _LINE_LIMIT: Final = 8192
 _REQUEST_TIMEOUT: Final = 10.0
@@ -56,6 +58,9 @@ _FIELDS: Final = (
     "CALLERID(num)",
     *sorted(CONTRACT_VARS),
 )
+# A Local channel's name as Asterisk makes it from a dialplan extension; anything else (a
+# comma, a brace, a space) is never put into a command.
+_SAFE_NAME: Final = re.compile(r"^Local/[A-Za-z0-9_.@+-]{1,200};[12]$")
 _FACTS_COMMAND: Final = "GET FULL VARIABLE " + ",".join(f"${{BASE64_ENCODE(${{{f}}})}}" for f in _FIELDS)
 
 
@@ -66,10 +71,13 @@ class _AgiError(Exception):
 class AgiServer:
     """Serves FastAGI requests on ``listen`` until cancelled."""
 
-    def __init__(self, listen: tuple[str, int], tracker: CallTracker, recorder: Recorder) -> None:
+    def __init__(
+        self, listen: tuple[str, int], tracker: CallTracker, recorder: Recorder, lean: Lean | None = None
+    ) -> None:
         self._listen = listen
         self._tracker = tracker
         self._recorder = recorder
+        self._lean = lean
         self._sessions: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
 
@@ -96,7 +104,7 @@ class AgiServer:
         session = _Session(reader, writer)
         try:
             async with asyncio.timeout(_REQUEST_TIMEOUT):
-                await session.serve(self._tracker, self._recorder)
+                await session.serve(self._tracker, self._recorder, self._lean)
         except TimeoutError:
             log.error("agi request took too long; the call went on", timeout=_REQUEST_TIMEOUT)
         except Exception as exc:
@@ -115,24 +123,22 @@ class _Session:
         self._writer = writer
         self.open = True
 
-    async def serve(self, tracker: CallTracker, recorder: Recorder) -> None:
+    async def serve(self, tracker: CallTracker, recorder: Recorder, lean: Lean | None = None) -> None:
         env = await self._environment()
         script = env.get("agi_network_script", "").strip("/").partition("?")[0]
         channel_id, name = env.get("agi_uniqueid", ""), env.get("agi_channel", "")
-        if script != SCRIPT or not channel_id or not name:
+        served = script == SCRIPT or (script == ANSWERED and lean is not None)
+        if not served or not channel_id or not name:
             log.warning("agi request not understood; ignored", script=script[:40])
             return
         snap = await self._snapshot(channel_id, name)
-        commands = tracker.claim(snap, time.time())
-        start = next((c for c in commands if isinstance(c, StartRecording)), None)
-        recorder.execute([c for c in commands if not isinstance(c, StartRecording)])
-        if start is not None:
-            recording = await recorder.record_in_call(start, self._mixmonitor)
-        else:
-            # Not ours to start: no register, or the call has a recording already (the event
-            # mode may have been first). Then wait until that one runs, as promised.
-            rid = tracker.recording_of(channel_id)
-            recording = rid is not None and await recorder.wait_attached(rid)
+        if script == ANSWERED:
+            assert lean is not None
+            await lean.answered(snap, env.get("agi_arg_1", ""), self._mixmonitor, self.other_agent)
+            return
+        recording = await claim_and_record(tracker, recorder, snap, self._mixmonitor)
+        if lean is not None:
+            await lean.settle(snap, recording)
         log.debug("agi request served", channel=channel_id, recording=recording)
 
     async def _environment(self) -> dict[str, str]:
@@ -165,6 +171,22 @@ class _Session:
             caller_number=values["CALLERID(num)"] or None,
             vars=contract,
         )
+
+    async def other_agent(self, name: str) -> str:
+        """Lean mode, ``answered`` on a channel without CALLREC_AGENT: the agent context set it
+        on the other half of this Local channel (inbound: Dial's ``U()`` and Queue's gosub run
+        on ``;1``), or on the call's first channel, the agent's phone (outbound; MASTER_CHANNEL
+        is the channel named by the linkedid). "" if neither has it."""
+        twin = local_twin(name)
+        exprs = [f"${{BASE64_ENCODE(${{MASTER_CHANNEL({VAR_AGENT})}})}}"]
+        if twin is not None and _SAFE_NAME.match(twin):
+            exprs.insert(0, f"${{BASE64_ENCODE(${{IMPORT({twin},{VAR_AGENT})}})}}")
+        data = await self._command("GET FULL VARIABLE " + ",".join(exprs))
+        try:
+            found = [base64.b64decode(p, validate=True).decode(errors="replace") for p in data.split(",")]
+        except binascii.Error:
+            raise _AgiError("answer to GET FULL VARIABLE is not base64") from None
+        return next((a for a in found if a), "")
 
     async def _mixmonitor(self, file: str, command: str) -> None:
         """The recorder's ``Attach``: MixMonitor on this very channel."""

@@ -256,7 +256,13 @@ class Recorder:
                 await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
                 self._made_dirs = {path.parent}
             rec.close = self._closes.expect(path, ours=True)
-            await self._pending.begin(facts)
+            # Event mode: MixMonitor is asked for while the journal entry is being written, not
+            # after its fsync (tens of ms on a busy disk, all of it lost audio). A kill -9 in
+            # between leaves a recording without an entry, which the next start finds by its
+            # MIXMONITOR_FILENAME (docs/architecture.md#the-journal). AGI holds the call anyway.
+            journaled = asyncio.ensure_future(self._pending.begin(facts))
+            if rec.attach is not None:
+                await journaled
             rec.life.to(State.JOURNALED)
             rec.life.to(State.STARTING)
             via, failure = await mixmonitor.start(
@@ -269,6 +275,7 @@ class Recorder:
                 has_ended=lambda: rec.finish is not None,
                 bound=bound,
             )
+            await journaled
             if failure is not None:
                 rec.settle(False)
                 self._failed(rec, failure)

@@ -103,6 +103,10 @@ def _local_twin(name: str) -> str | None:
     return None
 
 
+local_twin = _local_twin
+"""Public for the AGI server (lean mode reads the agent from the other half)."""
+
+
 class CallTracker:
     """Follows every channel Asterisk reports and says when to start and stop recording."""
 
@@ -194,7 +198,7 @@ class CallTracker:
         call.recording = recording_id
         call.recorded_channel = chan.id
 
-    def claim(self, snap: ChannelSnapshot, now: float) -> list[Command]:
+    def claim(self, snap: ChannelSnapshot, now: float, *, answered: bool = False) -> list[Command]:
         """AGI mode: the channel's own dialplan asks for recording now, and waits for it.
 
         The register rule is the event mode's: the channel must carry ``CALLREC_REGISTER``
@@ -203,7 +207,9 @@ class CallTracker:
         that called it), and the call counts as recorded from here on, so the event mode
         never starts a second MixMonitor. An inbound call is claimed wherever the AGI is in
         the dialplan (its place marks the answer); an outbound one only once the customer
-        answered, as in the event mode, so the ringing is never recorded."""
+        answered, as in the event mode, so the ringing is never recorded. ``answered``: the
+        request comes from the far end's channel at its answer (lean mode, Dial's ``U()``), which
+        is the proof of the answer the tracker cannot see itself there."""
         out: list[Command] = []
         chan = self._channels.get(snap.id) or self._track(snap, out)
         chan.state = snap.state
@@ -219,7 +225,8 @@ class CallTracker:
             or self._registers.get(snap.vars.get(VAR_REGISTER, "")) is None
         ):
             return out
-        if register.direction == "outbound" and self._answered(call, call.anchor or chan) is None:
+        outbound = register.direction == "outbound"
+        if outbound and not answered and self._answered(call, call.anchor or chan) is None:
             return out
         call.anchor = chan
         call.customer_from_caller = self._customer(snap.caller_number)
@@ -241,6 +248,50 @@ class CallTracker:
             if call.recording == recording_id and call.recorded_channel is not None:
                 return frozenset(s.agent for s in call.agents)
         return None
+
+    def adopt_unjournaled(
+        self, event: ChannelEvent, recording_id: uuid.UUID, file_path: str, now: float
+    ) -> StartRecording | None:
+        """A live channel whose MIXMONITOR_FILENAME is a file callrec named, with no journal
+        entry: a previous run asked for MixMonitor and died before the entry was written. The
+        call is then this recording (never a second MixMonitor); the facts are rebuilt from the
+        channel as at the answer. ``None`` if the channel carries no configured register."""
+        out: list[Command] = []
+        chan = self._channels.get(event.channel.id) or self._track(event.channel, out)
+        for var, val in event.channel.vars.items():
+            self._set_var(chan, var, val, out, now)
+        call = chan.call
+        if call.register is None or call.recording is not None:
+            return None
+        call.anchor = chan
+        call.customer_from_caller = self._customer(event.channel.caller_number)
+        self._start(call, chan, call.register, now, out, (recording_id, file_path))
+        return next((c for c in out if isinstance(c, StartRecording)), None)
+
+    def answered_by(self, linkedid: str, agent: str) -> bool:
+        """Lean mode: the agent who answered a call being recorded (an AGI request from the
+        answering leg, recording/lean.py), where the tracker sees no agent leg. False if the
+        call is not one the tracker follows."""
+        call = self._calls.get(linkedid)
+        if call is None or not agent:
+            return False
+        call.agent = agent[:MAX_VALUE_LEN]
+        return True
+
+    def tracks(self, channel_id: str) -> bool:
+        return channel_id in self._channels
+
+    def recorded_channels(self) -> list[str]:
+        """Ids of the channels being recorded (lean mode subscribes to these again after a
+        reconnect)."""
+        return [c.recorded_channel for c in self._calls.values() if c.recorded_channel is not None]
+
+    def drop(self, channel_id: str) -> None:
+        """Lean mode: stop following a channel that is not recorded. No events will come for
+        it (callrec is not subscribed to it), so keeping it would only grow the tracker."""
+        chan = self._channels.get(channel_id)
+        if chan is not None and chan.call.recorded_channel != channel_id:
+            self._destroy(chan, 0.0, [])
 
     def recording_of(self, channel_id: str) -> uuid.UUID | None:
         """The recording of the call this channel belongs to, if it has one."""
@@ -386,11 +437,18 @@ class CallTracker:
         return None
 
     def _start(
-        self, call: _Call, recorded: _Channel, register: Register, now: float, out: list[Command]
+        self,
+        call: _Call,
+        recorded: _Channel,
+        register: Register,
+        now: float,
+        out: list[Command],
+        found: tuple[uuid.UUID, str] | None = None,
     ) -> None:
         """Record ``recorded``: the customer's channel, which stays on the call through
-        transfers (the module's docstring)."""
-        rid = self._new_id()
+        transfers (the module's docstring). ``found``: the id and file of a recording a previous
+        run started but never journaled (``adopt_unjournaled``)."""
+        rid = found[0] if found is not None else self._new_id()
         customer = call.customer_explicit or call.customer_from_caller
         call.recording = rid
         call.recorded_channel = recorded.id
@@ -402,7 +460,7 @@ class CallTracker:
                 direction=register.direction,
                 channel_id=recorded.id,
                 channel_name=recorded.name,
-                file_path=self._file_path(rid, now),
+                file_path=found[1] if found is not None else self._file_path(rid, now),
                 answered_at=now,
                 service_number=call.service_number,
                 customer_number_masked=customer[0],
