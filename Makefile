@@ -5,10 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/daemon:$(CURDIR)
 
-.PHONY: demo test deps lint bench deb
+.PHONY: demo demo-cluster test deps lint bench deb
 
 demo: deps
 	$(PY) -m tests.harness.demo
+
+# Two PBXs, two callrec nodes, one PostgreSQL and one S3 store (docs/archive.md#stores).
+demo-cluster: deps
+	$(PY) -m tests.harness.demo_cluster
 
 test: deps
 	$(VENV)/bin/ruff check daemon tests bench

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,13 +31,16 @@ import asyncpg
 from _common import REPO, percentile, say
 from tests.harness.audio import decoded_pcm, speech_pcm, wav_header
 from tests.harness.postgres import Cluster
+from tests.harness.seaweed import Seaweed
 
+from callrec import config
 from callrec.archive import crypto, keys, reading
 from callrec.archive.pipeline import build
 from callrec.archive.settings import ArchiveSettings
-from callrec.archive.store import FilesystemStore, object_name
+from callrec.archive.store import object_name
 from callrec.db import recordings
 from callrec.db.migrations import migrate
+from callrec.retention.sweep import Sweeper
 
 WAV_BYTES_PER_MINUTE = 8000 * 2 * 60
 
@@ -135,59 +139,143 @@ def peak_memory(work: Path, speech: bytes, seconds_list: list[float]) -> None:
         wav.unlink()
 
 
-async def seek(work: Path, speech: bytes, seconds: float, seeks: int) -> None:
-    cluster = Cluster()
+def _settings(work: Path, dsn: str, storage: str) -> config.Settings:
+    path = work / f"callrec-{uuid.uuid4().hex[:6]}.toml"
+    path.write_text(f"""
+[asterisk]
+ari_username = "x"
+ari_password = "x"
+ami_username = "x"
+ami_secret = "x"
+recordings_dir = "{work / "recordings"}"
+[database]
+dsn = "{dsn}"
+[daemon]
+node = "bench"
+state_dir = "{work / "state"}"
+{storage}
+[registers.r]
+direction = "inbound"
+retention = "1 month"
+""")
+    return config.load(path)
+
+
+async def _insert(pool: asyncpg.Pool, rid: uuid.UUID, size: int, sha: str, *, due: bool) -> None:
+    await pool.execute(
+        "INSERT INTO recordings (id, call_id, register_name, direction, started_at, ended_at,"
+        " duration_seconds, file_path, file_size, sha256, retain_until, archived_at, audio_format,"
+        " encrypted, node) VALUES ($1, 'x', 'r', 'inbound', now(), now(), 1, $2, $3, $4,"
+        " now() + CASE WHEN $5 THEN interval '-1 day' ELSE interval '1 month' END, now(), 'opus',"
+        " true, 'bench')",
+        rid,
+        f"2026/01/01/{rid}.wav",
+        size,
+        sha,
+        due,
+    )
+
+
+async def stores(work: Path, speech: bytes, seek_seconds: float, seeks: int, uploads: int, rows: int) -> None:
+    """The filesystem store and SeaweedFS side by side: seeks and uploads alternate between
+    them, sweeps alternate by round."""
+    cluster, weed = Cluster(), Seaweed()
     cluster.start()
+    weed.start()
     try:
         cluster.createdb("bench")
         dsn = cluster.dsn("bench")
         await migrate(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        rid = uuid.uuid4()
-        wav = make_wav(work / "hour.wav", seconds, speech)
-        store = FilesystemStore(work / "store")
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        by_name = {
+            "filesystem": _settings(work, dsn, f'[storage]\npath = "{work / "store"}"'),
+            "s3": _settings(work, dsn, weed.toml("bench/")),
+        }
+        backends = {name: reading.open_store(s) for name, s in by_name.items()}
         kek = crypto.Kek(crypto.new_data_key())
         key = crypto.new_data_key()
-        staging = work / "hour.part"
-        built = build(str(wav), str(staging), str(rid), key, "opus", 12000, 3)
-        await store.put_file(object_name(rid), staging)
-        await pool.execute(
-            "INSERT INTO recordings (id, call_id, register_name, direction, started_at, ended_at,"
-            " duration_seconds, file_path, file_size, sha256, retain_until, archived_at, audio_format,"
-            " encrypted) VALUES ($1, 'x', 'r', 'inbound', now(), now(), $2, $3, $4, $5, now(), now(),"
-            " 'opus', true)",
-            rid,
-            seconds,
-            f"2026/01/01/{rid}.wav",
-            built.size,
-            built.sha256,
-        )
+
+        # A 1-hour recording in both stores; random 64 KiB reads through the real path.
+        rid = uuid.uuid4()
+        wav = make_wav(work / "hour.wav", seek_seconds, speech)
+        built = build(str(wav), str(work / "hour.part"), str(rid), key, "opus", 12000, 3)
+        for store in backends.values():
+            shutil.copy(work / "hour.part", work / "copy.part")
+            await store.put_file(object_name(rid), work / "copy.part")
+        await _insert(pool, rid, built.size, built.sha256, due=False)
         await keys.store_key(pool, rid, kek, key)
         rec = recordings.from_record(await pool.fetchrow(recordings.SELECT + " WHERE r.id = $1", rid))
-        archive = reading.Archive(ArchiveSettings(), store, keys.KeyRing(kek))
+        times: dict[str, list[float]] = {n: [] for n in backends}
         rng = random.Random(7)
-        times = []
         for _ in range(seeks):
             start = rng.randrange(0, built.size - 1)
             end = min(start + 65535, built.size - 1)
-            t0 = time.perf_counter()
-            with await reading.open_audio(pool, rec, archive, work) as sound:
-                data = b"".join([b async for b in sound.read(start, end)])
-            times.append((time.perf_counter() - t0) * 1000)
-            assert len(data) == end - start + 1
-        emit(
-            phase="seek",
-            audio_seconds=seconds,
-            object_bytes=built.size,
-            seeks=seeks,
-            read_bytes=65536,
-            seek_ms_p50=round(percentile(times, 50), 2),
-            seek_ms_p99=round(percentile(times, 99), 2),
-            seek_ms_max=round(max(times), 2),
-            path="PostgreSQL key + filesystem store + AES-GCM chunks (archive/reading.py)",
-        )
+            for name, store in backends.items():
+                archive = reading.Archive(ArchiveSettings(), store, keys.KeyRing(kek))
+                t0 = time.perf_counter()
+                with await reading.open_audio(pool, rec, archive, work) as sound:
+                    data = b"".join([b async for b in sound.read(start, end)])
+                times[name].append((time.perf_counter() - t0) * 1000)
+                assert len(data) == end - start + 1
+        for name, t in times.items():
+            emit(
+                phase="seek",
+                backend=name,
+                audio_seconds=seek_seconds,
+                object_bytes=built.size,
+                seeks=seeks,
+                read_bytes=65536,
+                seek_ms_p50=round(percentile(t, 50), 2),
+                seek_ms_p99=round(percentile(t, 99), 2),
+                seek_ms_max=round(max(t), 2),
+            )
+
+        # Uploads of 5-minute calls (one sealed object each), alternating between the stores.
+        call = make_wav(work / "call.wav", 300, speech)
+        built = build(str(call), str(work / "call.part"), str(uuid.uuid4()), key, "opus", 12000, 3)
+        spent = {n: 0.0 for n in backends}
+        for _ in range(uploads):
+            for name, store in backends.items():
+                shutil.copy(work / "call.part", work / "up.part")
+                t0 = time.perf_counter()
+                await store.put_file(object_name(uuid.uuid4()), work / "up.part")
+                spent[name] += time.perf_counter() - t0
+        for name, seconds in spent.items():
+            emit(
+                phase="upload",
+                backend=name,
+                call_seconds=300,
+                object_bytes=built.size,
+                uploads=uploads,
+                recordings_per_second=round(uploads / seconds, 1),
+            )
+
+        # The sweep: `rows` due archived recordings per pass, destroyed from each store in turn.
+        rates: dict[str, list[float]] = {n: [] for n in backends}
+        for _ in range(2):
+            for name, store in backends.items():
+                for _ in range(rows):
+                    r = uuid.uuid4()
+                    (work / "tiny.part").write_bytes(b"x" * 1000)
+                    await store.put_file(object_name(r), work / "tiny.part")
+                    await _insert(pool, r, 1000, "0" * 64, due=True)
+                report = await Sweeper(pool, by_name[name], store).run_pass()
+                assert report.total.count == rows, report
+                rates[name].append(rows / report.seconds)
+        for name, r in rates.items():
+            emit(
+                phase="sweep",
+                backend=name,
+                rows=rows,
+                passes=len(r),
+                recordings_per_second=round(statistics.median(r)),
+                spread=round(max(r) - min(r)),
+            )
+        for store in backends.values():
+            await store.close()
         await pool.close()
     finally:
+        weed.destroy()
         cluster.destroy()
 
 
@@ -202,11 +290,11 @@ def main() -> int:
         if args.quick:
             sizes_speed_quality(work, speech, 300, rounds=3)
             peak_memory(work, speech, [60, 1800])
-            asyncio.run(seek(work, speech, 3600, 300))
+            asyncio.run(stores(work, speech, 3600, 200, 10, 300))
         else:
             sizes_speed_quality(work, speech, 3600, rounds=3)
             peak_memory(work, speech, [60, 600, 7200])
-            asyncio.run(seek(work, speech, 3600, 1000))
+            asyncio.run(stores(work, speech, 3600, 1000, 50, 2000))
     return 0
 
 

@@ -55,7 +55,7 @@ async def test_search_by_an_agent_finds_the_calls_they_were_transferred(w: World
 
 
 async def test_the_page_lists_every_agent_of_the_call(w: World) -> None:
-    cookie = {"callrec_token": w.tokens["carol"]}
+    cookie = {"callrec_session": await w.sign_in("carol")}
     async with w.client.get(f"/recordings/{w.recs['transferred']}", cookies=cookie) as r:
         page = await r.text()
     assert r.status == 200
