@@ -90,14 +90,17 @@ def write_config(
     key_file: Path | None = None,
     daemon_keys: str = "",
     mode: str = "event",
+    archive: bool = True,
 ) -> None:
     """``extra`` is appended as it is (more TOML tables, e.g. ``[agi]``); ``daemon_keys`` are
     more lines of ``[daemon]`` (e.g. ``max_pause = 2``). The archive is encrypted, its key and
     store beside the state: runs that share a state share both. ``storage`` replaces the
-    ``[storage]`` table (e.g. SeaweedFS's, tests/harness/seaweed.py)."""
+    ``[storage]`` table (e.g. SeaweedFS's, tests/harness/seaweed.py). ``archive=False``: the
+    archive step is off and MixMonitor's WAV stays (tests that read it sample by sample)."""
     state_dir = state_dir or path.parent / "state"
     key_file = key_file or archive_key(state_dir)
     storage = storage or f'[storage]\npath = "{state_dir.parent / "archive"}"\n'
+    archive_table = f'[archive]\nkey_file = "{key_file}"' if archive else "[archive]\nenabled = false"
 
     path.write_text(f"""
 [asterisk]
@@ -124,8 +127,7 @@ file_wait_timeout = 10
 state_dir = "{state_dir}"
 node = "{node}"
 {daemon_keys}
-[archive]
-key_file = "{key_file}"
+{archive_table}
 {storage}
 [registers.customer-service]
 direction = "inbound"
@@ -187,14 +189,19 @@ def start_daemon(
     return daemon
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, asterisk: Asterisk, db_dsn: str) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path, asterisk, db_dsn)
+def run_daemon(tmp_path: Path, asterisk: Asterisk, db_dsn: str, **config: Any) -> Iterator[Daemon]:
+    """The body of a ``daemon`` fixture: started, then stopped cleanly once Asterisk is quiet."""
+    d = start_daemon(tmp_path, asterisk, db_dsn, **config)
     yield d
     wait_no_channels(asterisk, timeout=60)
     code = d.stop()
     assert code == 0, d.log()[-3000:]
     assert "Traceback" not in d.log(), d.log()[-3000:]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, asterisk: Asterisk, db_dsn: str) -> Iterator[Daemon]:
+    yield from run_daemon(tmp_path, asterisk, db_dsn)
 
 
 def wait_rows(dsn: str, count: int, timeout: float = 40, where: str = "TRUE") -> list[dict[str, object]]:

@@ -14,12 +14,13 @@ import tomllib
 import urllib.error
 import urllib.request
 import wave
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
-from tests.e2e.conftest import Daemon, start_daemon, wait_no_channels, wait_rows
+from tests.e2e.conftest import Daemon, run_daemon, start_daemon, wait_no_channels, wait_rows
 from tests.e2e.test_service import Scrape
 from tests.e2e.test_transfers import _callrec, _status
 from tests.harness.asterisk import Asterisk
@@ -27,6 +28,13 @@ from tests.harness.calls import wait_channel
 from tests.harness.driver import Driver
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, asterisk: Asterisk, db_dsn: str) -> Iterator[Daemon]:
+    """These tests read MixMonitor's WAV sample by sample (durations, silent spans): the
+    archive step, which replaces it with Opus, stays off (tests/e2e/test_recording.py checks it)."""
+    yield from run_daemon(tmp_path, asterisk, db_dsn, archive=False)
 
 
 def _loudness(asterisk: Asterisk, row: dict[str, object], start: float, end: float) -> float:
@@ -115,7 +123,7 @@ def test_pause_and_resume_from_the_agents_keys(
 def test_a_forgotten_resume_ends_after_max_pause(
     tmp_path: Path, driver: Driver, asterisk: Asterisk, db_dsn: str
 ) -> None:
-    d = start_daemon(tmp_path, asterisk, db_dsn, daemon_keys="max_pause = 2")
+    d = start_daemon(tmp_path, asterisk, db_dsn, daemon_keys="max_pause = 2", archive=False)
     try:
         driver.inbound("0300", "+358401234567", talk=8, extra={"PAUSE_AT": "2"})  # never resumed
         (row,) = wait_rows(db_dsn, 1)
