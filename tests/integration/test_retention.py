@@ -8,7 +8,7 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,13 +71,6 @@ orphan_grace = "7 days"
 
 def settings_for(tmp_path: Path, dsn: str, **kw: Any) -> Settings:
     return config.load(config_file(tmp_path, dsn, **kw))
-
-
-@pytest.fixture
-async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=6)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from callrec import config
 from callrec.archive import reading, s3
 from callrec.archive.store import FilesystemStore, ObjectStore, StoreError, object_name
+from tests.harness.config import offline_toml
 from tests.harness.seaweed import BUCKET, LOCKED_BUCKET, Seaweed
 
 
@@ -22,22 +23,9 @@ def s3_settings(
 ) -> config.Settings:
     extra = "".join(f'{k} = "{v}"\n' for k, v in storage.items())
     path = tmp_path / "callrec.toml"
-    path.write_text(f"""
-[asterisk]
-ari_username = "callrec"
-ari_password = "x"
-ami_username = "callrec"
-ami_secret = "x"
-recordings_dir = "{tmp_path / "recordings"}"
-[database]
-dsn = "postgresql://x@127.0.0.1/x"
-[daemon]
-state_dir = "{tmp_path / "state"}"
-{seaweed.toml(prefix, bucket)}{extra}
-[registers.customer-service]
-direction = "inbound"
-retention = "6 months"
-""")
+    path.write_text(
+        offline_toml(tmp_path, "postgresql://x@127.0.0.1/x", seaweed.toml(prefix, bucket) + extra)
+    )
     return config.load(path)
 
 
