@@ -149,11 +149,18 @@ class Asterisk:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"asterisk exited with {self.proc.returncode}; see {self.log_path}")
-            if self.cli("core waitfullybooted", check=False, timeout=5) == 0:
+            try:
+                # Blocks until Asterisk has booted; a slow boot (a loaded machine, a cold page
+                # cache) outlasts one try, so time out and ask again until the deadline.
+                booted = self.cli("core waitfullybooted", check=False, timeout=5) == 0
+            except subprocess.TimeoutExpired:
+                booted = False
+            if booted:
                 self._wait_port(self.http_port, deadline)
                 self._wait_port(self.ami_port, deadline)
                 return
             time.sleep(0.2)
+        self.stop(kill=True)  # never leave a half-started Asterisk behind a failed start
         raise TimeoutError(f"asterisk did not boot in {timeout}s; see {self.log_path}")
 
     @staticmethod
