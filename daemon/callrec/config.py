@@ -13,9 +13,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from callrec.archive.settings import FORMATS, ArchiveSettings, StorageSettings
+from callrec.archive.config import parse_archive
+from callrec.archive.settings import ArchiveSettings, StorageSettings
+from callrec.config_tables import ConfigError as ConfigError  # the one error of loading a config
+from callrec.config_tables import Section, duration, listen, positive
 from callrec.ops.node import default_node
 
 DEFAULT_PATH = Path("/etc/callrec/callrec.toml")
@@ -26,11 +29,6 @@ _REGISTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 Direction = Literal["inbound", "outbound"]
-T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """A configuration mistake, phrased as one line a user can act on."""
 
 
 @dataclass(frozen=True)
@@ -137,100 +135,10 @@ class Settings:
 
 
 _AUDIT_KEEP = re.compile(r"^[1-9][0-9]{0,3} (day|month|year)s?$")
-_DURATION = re.compile(r"^\s*([1-9][0-9]{0,6})\s+(second|minute|hour|day|week)s?\s*$")
-_DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
-
-
-def _duration(section: _Section, name: str, default: str) -> float:
-    text = section.get(name, str, default)
-    m = _DURATION.match(text)
-    if not m:
-        raise ConfigError(
-            f'{section.key(name)}: {text!r} is not "<n> seconds|minutes|hours|days|weeks", e.g. "{default}"'
-        )
-    return int(m.group(1)) * _DURATION_SECONDS[m.group(2)] * 1.0
-
-
-class _Section:
-    """Reads one TOML table, remembering which keys were used so the rest can be refused."""
-
-    def __init__(self, data: Mapping[str, Any], path: str) -> None:
-        self.data, self.path, self.used = data, path, set[str]()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def get(self, name: str, kind: type[T], default: T | None = None) -> T:
-        self.used.add(name)
-        if name not in self.data:
-            if default is None:
-                raise ConfigError(f"{self.key(name)}: missing; add it to [{self.path}]")
-            return default
-        value = self.data[name]
-        # bool is an int in Python; a port of `true` is still a mistake.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                return value  # type: ignore[return-value]
-            raise ConfigError(
-                f"{self.key(name)}: expected {_kind_name(kind)}, got {_kind_name(type(value))} {value!r:.40}"
-            )
-        return value
-
-    def secret(self, name: str) -> str:
-        """A secret given inline or, better, as ``<name>_file`` (systemd LoadCredential)."""
-        file_key = f"{name}_file"
-        self.used.update({name, file_key})
-        if name in self.data and file_key in self.data:
-            raise ConfigError(f"{self.key(name)}: give either {name} or {file_key}, not both")
-        if file_key in self.data:
-            path = Path(self.get(file_key, str))
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-                raise ConfigError(f"{self.key(file_key)}: cannot read {path}: {reason}") from None
-            if not value:
-                raise ConfigError(f"{self.key(file_key)}: {path} is empty")
-            return value
-        if name not in self.data:
-            raise ConfigError(f"{self.key(name)}: missing; set {name} or {file_key} in [{self.path}]")
-        return self.get(name, str)
-
-    def table(self, name: str) -> _Section:
-        return _Section(self.get(name, dict, {}), self.key(name))
-
-    def refuse_unknown(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(
-                f"{self.key(unknown[0])}: unknown key; check the spelling"
-                " (see docs/operations.md#configuration)"
-            )
-
-
-def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true/false", dict: "a table"}.get(
-        kind, kind.__name__
-    )
-
-
-def _listen(section: _Section, name: str, default: str) -> tuple[str, int]:
-    text = section.get(name, str, default)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f'{section.key(name)}: expected "host:port", e.g. "127.0.0.1:9870", got {text!r}')
-    return host.strip("[]"), int(port)
-
-
-def _positive(section: _Section, name: str, default: float) -> float:
-    value = float(section.get(name, float, default))
-    if value <= 0:
-        raise ConfigError(f"{section.key(name)}: must be a positive number of seconds")
-    return value
 
 
 def _parse(data: Mapping[str, Any]) -> Settings:
-    top = _Section(data, "")
+    top = Section(data, "")
     ast = top.table("asterisk")
     asterisk = AsteriskSettings(
         ari_url=ast.get("ari_url", str, "http://127.0.0.1:8088").rstrip("/"),
@@ -264,13 +172,13 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     db.refuse_unknown()
 
     met = top.table("metrics")
-    metrics_listen = _listen(met, "listen", "127.0.0.1:9870")
+    metrics_listen = listen(met, "listen", "127.0.0.1:9870")
     met.refuse_unknown()
 
     dmn = top.table("daemon")
-    drain_timeout = _positive(dmn, "drain_timeout", 30.0)
-    file_wait_timeout = _positive(dmn, "file_wait_timeout", 30.0)
-    max_pause = _positive(dmn, "max_pause", 300.0)
+    drain_timeout = positive(dmn, "drain_timeout", 30.0)
+    file_wait_timeout = positive(dmn, "file_wait_timeout", 30.0)
+    max_pause = positive(dmn, "max_pause", 300.0)
     log_level = dmn.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("daemon.log_level: expected one of debug, info, warning, error")
@@ -287,8 +195,8 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     dmn.refuse_unknown()
 
     ret = top.table("retention")
-    retention_interval = _duration(ret, "interval", "10 minutes")
-    orphan_grace = _duration(ret, "orphan_grace", "7 days")
+    retention_interval = duration(ret, "interval", "10 minutes")
+    orphan_grace = duration(ret, "orphan_grace", "7 days")
     retention_batch = ret.get("batch_size", int, 500)
     if not 1 <= retention_batch <= 100_000:
         raise ConfigError("retention.batch_size: expected a whole number from 1 to 100000")
@@ -298,7 +206,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     ret.refuse_unknown()
 
     api = top.table("api")
-    api_listen: tuple[str, int] | None = _listen(api, "listen", "127.0.0.1:9871")
+    api_listen: tuple[str, int] | None = listen(api, "listen", "127.0.0.1:9871")
     if not api.get("enabled", bool, True):
         api_listen = None
     proxies = api.get("trusted_proxies", list, [])
@@ -306,8 +214,8 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         trusted_proxies = frozenset(str(ipaddress.ip_address(str(p))) for p in proxies)
     except ValueError as exc:
         raise ConfigError(f"api.trusted_proxies: {exc}") from None
-    session_lifetime = _duration(api, "session_lifetime", "12 hours")
-    session_idle_timeout = _duration(api, "session_idle_timeout", "30 minutes")
+    session_lifetime = duration(api, "session_lifetime", "12 hours")
+    session_idle_timeout = duration(api, "session_idle_timeout", "30 minutes")
     refused_per_minute = api.get("refused_per_minute", int, 30)
     if refused_per_minute < 1:
         raise ConfigError("api.refused_per_minute: expected a whole number of 1 or more")
@@ -315,7 +223,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
 
     agi = top.table("agi")
     # Off unless asked for: FastAGI has no authentication, so bind it to loopback.
-    agi_listen = _listen(agi, "listen", "127.0.0.1:4573") if "listen" in agi.data else None
+    agi_listen = listen(agi, "listen", "127.0.0.1:4573") if "listen" in agi.data else None
     agi.refuse_unknown()
     if mode == "lean" and agi_listen is None:
         raise ConfigError('daemon.mode = "lean" needs [agi] listen: the dialplan asks over AGI')
@@ -331,7 +239,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         raise ConfigError("privacy.dsar_searches_per_hour: expected a whole number from 1 to 10000")
     priv.refuse_unknown()
 
-    archive, storage = _archive(top.table("archive"), top.table("storage"))
+    archive, storage = parse_archive(top.table("archive"), top.table("storage"))
 
     regs = top.table("registers")
     registers: dict[str, Register] = {}
@@ -388,72 +296,6 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         archive=archive,
         storage=storage,
     )
-
-
-def _archive(arc: _Section, sto: _Section) -> tuple[ArchiveSettings, StorageSettings]:
-    fmt = arc.get("format", str, "opus")
-    if fmt not in FORMATS:
-        raise ConfigError(f"archive.format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    bitrate = arc.get("bitrate", int, 12000)
-    if not 6000 <= bitrate <= 64000:
-        raise ConfigError("archive.bitrate: expected bits per second from 6000 to 64000")
-    complexity = arc.get("complexity", int, 3)
-    if not 0 <= complexity <= 10:
-        raise ConfigError("archive.complexity: expected 0 to 10 (libopus)")
-    key_file = arc.get("key_file", str, "") or None
-    retired = arc.get("retired_key_files", list, [])
-    if not all(isinstance(p, str) and p for p in retired):
-        raise ConfigError("archive.retired_key_files: expected a list of file paths")
-    for name, path in [("key_file", key_file), *(("retired_key_files", p) for p in retired)]:
-        if path is not None and not Path(path).is_absolute():
-            raise ConfigError(f"archive.{name}: must be an absolute path")
-    archive = ArchiveSettings(
-        enabled=arc.get("enabled", bool, True),
-        format=fmt,
-        bitrate=bitrate,
-        complexity=complexity,
-        key_file=Path(key_file) if key_file else None,
-        retired_key_files=tuple(Path(p) for p in retired),
-    )
-    arc.refuse_unknown()
-    return archive, _storage(sto)
-
-
-def _storage(sto: _Section) -> StorageSettings:
-    backend = sto.get("backend", str, "filesystem")
-    path = Path(sto.get("path", str, "/var/lib/callrec/archive"))
-    if not path.is_absolute():
-        raise ConfigError("storage.path: must be an absolute path")
-    if backend == "filesystem":
-        sto.refuse_unknown()
-        return StorageSettings("filesystem", path)
-    if backend != "s3":
-        raise ConfigError(f'storage.backend: expected "filesystem" or "s3", got {backend!r}')
-    endpoint = sto.get("endpoint", str).rstrip("/")
-    if not endpoint.startswith(("http://", "https://")):
-        raise ConfigError('storage.endpoint: expected an http(s) URL such as "https://s3.example.com"')
-    bucket = sto.get("bucket", str)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise ConfigError("storage.bucket: 3-63 lower-case letters, digits, '.' and '-'")
-    prefix = sto.get("prefix", str, "")
-    if prefix and (prefix.startswith("/") or ".." in prefix or not prefix.endswith("/")):
-        raise ConfigError('storage.prefix: a relative folder ending in "/", e.g. "callrec/"')
-    lock = sto.get("object_lock", str, "")
-    if lock not in ("", "GOVERNANCE", "COMPLIANCE"):
-        raise ConfigError('storage.object_lock: expected "", "GOVERNANCE" or "COMPLIANCE"')
-    settings = StorageSettings(
-        "s3",
-        path,
-        endpoint=endpoint,
-        bucket=bucket,
-        region=sto.get("region", str, "us-east-1"),
-        prefix=prefix,
-        access_key=sto.secret("access_key"),
-        secret_key=sto.secret("secret_key"),
-        object_lock=lock,  # type: ignore[arg-type]
-    )
-    sto.refuse_unknown()
-    return settings
 
 
 def _with_password(dsn: str, password: str) -> str:
