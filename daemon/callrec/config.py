@@ -20,6 +20,7 @@ from callrec.archive.settings import ArchiveSettings, StorageSettings
 from callrec.config_tables import ConfigError as ConfigError  # the one error of loading a config
 from callrec.config_tables import Section, duration, listen, positive
 from callrec.ops.node import default_node
+from callrec.web.settings import WebSettings, parse_web
 
 DEFAULT_PATH = Path("/etc/callrec/callrec.toml")
 _RETENTION = re.compile(r"^\s*([1-9][0-9]{0,4})\s+(day|week|month)s?\s*$")
@@ -64,6 +65,11 @@ class Register:
     name: str
     direction: Direction
     retention: Retention
+    titles: Mapping[str, str] = field(default_factory=dict)
+    """What the web page calls it, by language ("" for any language); the name if none."""
+
+    def title(self, language: str) -> str:
+        return self.titles.get(language) or self.titles.get("") or self.name
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class Settings:
     only the recorded channels are watched (docs/dialplan.md#lean-mode)."""
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 _AUDIT_KEEP = re.compile(r"^[1-9][0-9]{0,3} (day|month|year)s?$")
@@ -240,6 +247,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     priv.refuse_unknown()
 
     archive, storage = parse_archive(top.table("archive"), top.table("storage"))
+    web = parse_web(top.table("web"))
 
     regs = top.table("registers")
     registers: dict[str, Register] = {}
@@ -260,8 +268,9 @@ def _parse(data: Mapping[str, Any]) -> Settings:
             raise ConfigError(
                 f'{reg.key("retention")}: {text!r} is not "<n> days|weeks|months", e.g. "6 months"'
             ) from None
+        titles = _titles(reg)
         reg.refuse_unknown()
-        registers[name] = Register(name, direction, retention)  # type: ignore[arg-type]
+        registers[name] = Register(name, direction, retention, titles)  # type: ignore[arg-type]
     if not registers:
         raise ConfigError(
             'registers: none configured; add e.g. [registers.customer-service] direction = "inbound"'
@@ -295,7 +304,24 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         mode=mode,
         archive=archive,
         storage=storage,
+        web=web,
     )
+
+
+def _titles(reg: Section) -> dict[str, str]:
+    """``title = "Customer service"``, or one per language: ``title = {en = "...", fi = "..."}``."""
+    if "title" not in reg.data:
+        return {}
+    value = reg.data["title"]
+    reg.used.add("title")
+    titles = {"": value} if isinstance(value, str) else value
+    if not isinstance(titles, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and 0 < len(v) <= 80 for k, v in titles.items()
+    ):
+        raise ConfigError(
+            f'{reg.key("title")}: expected a text of 1-80 characters, or {{en = "...", fi = "..."}}'
+        )
+    return dict(titles)
 
 
 def _with_password(dsn: str, password: str) -> str:

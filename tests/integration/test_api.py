@@ -537,7 +537,7 @@ async def test_sign_in_sets_a_strict_httponly_cookie(w: World) -> None:
         cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     assert w.tokens["alice"] not in cookie
-    async with w.client.get("/", params={"run": "1"}) as r:
+    async with w.client.get("/", params={"from": "2026-01-01T00:00"}) as r:
         page = await r.text()
     assert str(w.recs["alice"]) in page and str(w.recs["bob"]) not in page
     assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
@@ -622,7 +622,14 @@ async def test_openapi_recording_schema_is_what_each_role_gets(w: World) -> None
     recording = _resolve(doc, {"$ref": "#/components/schemas/Recording"})
     props, required = set(recording["properties"]), set(recording.get("required", []))
     # The schema's own note: admin sees no customer_number_masked, agent, agents, agent_user or audio_url.
-    hidden_from_admin = {"customer_number_masked", "agent", "agents", "agent_user", "audio_url"}
+    hidden_from_admin = {
+        "customer_number_masked",
+        "agent",
+        "agents",
+        "agent_user",
+        "agent_display_name",
+        "audio_url",
+    }
     assert hidden_from_admin <= props
     gaps: set[str] = set()
     for who in ("alice", "sam", "sue", "dana", "adam"):
@@ -785,7 +792,7 @@ async def test_pages_escape_what_the_dialplan_wrote(w: World) -> None:
         w.pool, w.settings.asterisk.recordings_dir, agent='<img src=x onerror="alert(1)">'
     )
     cookie = {"callrec_session": await w.sign_in("dana")}
-    for path in ("/?run=1", f"/recordings/{rid}"):
+    for path in ("/?from=2026-01-01T00:00", f"/recordings/{rid}"):
         async with w.client.get(path, cookies=cookie) as r:
             page = await r.text()
         assert (

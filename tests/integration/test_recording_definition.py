@@ -92,7 +92,14 @@ def test_the_json_is_what_the_schema_describes() -> None:
     operational = row.to_json("operational", audio=False)
     assert set(operational) < set(full)
     hidden = set(full) - set(operational)
-    assert hidden == {"customer_number_masked", "agent", "agents", "agent_user", "audio_url"}
+    assert hidden == {
+        "customer_number_masked",
+        "agent",
+        "agents",
+        "agent_user",
+        "agent_display_name",
+        "audio_url",
+    }
     # The HMAC and the call id never leave the server.
     assert "customer_number_hmac" not in full and "call_id" not in full
     assert not any("cdcd" in str(v) for v in full.values())

@@ -15,7 +15,7 @@ from typing import Literal, cast, get_args
 
 import asyncpg
 
-from callrec.db.pool import Db
+from callrec.db.pool import Db, Row
 
 Role = Literal["agent", "supervisor", "admin", "dpo"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -36,6 +36,16 @@ class Principal:
     name: str
     role: Role
     agent_id: str | None
+    display_name: str | None = None
+    """As the page shows them, in any script; ``None``: the login name."""
+    time_zone: str | None = None
+    """An IANA zone the page shows and reads times in; ``None``: ``[web] time_zone``."""
+    language: str | None = None
+    """en, fi or sv; ``None``: the browser's choice (web/render.py)."""
+
+    @property
+    def shown_name(self) -> str:
+        return self.display_name or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,10 @@ class User:
     agent_id: str | None
     disabled_at: datetime | None
     active_tokens: int
+
+
+PRINCIPAL_COLUMNS = "u.id, u.name, u.role, u.agent_id, u.display_name, u.time_zone, u.language"
+"""What ``principal_of`` reads, from ``users u``."""
 
 
 def token_digest(token: str) -> bytes:
@@ -173,17 +187,27 @@ async def authenticate(db: Db, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX or not token.isascii():
         return None
     row = await db.fetchrow(
-        """
-        SELECT u.id, u.name, u.role, u.agent_id
+        f"""
+        SELECT {PRINCIPAL_COLUMNS}
         FROM user_tokens t JOIN users u ON u.id = t.user_id
         WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL
           AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.disabled_at IS NULL
         """,
         token_digest(token),
     )
-    if row is None:
-        return None
-    return Principal(int(row["id"]), row["name"], cast(Role, row["role"]), row["agent_id"])
+    return None if row is None else principal_of(row)
+
+
+def principal_of(row: Row) -> Principal:
+    return Principal(
+        int(row["id"]),
+        row["name"],
+        cast(Role, row["role"]),
+        row["agent_id"],
+        row["display_name"],
+        row["time_zone"],
+        row["language"],
+    )
 
 
 async def team_agent_ids(db: Db, user_id: int) -> frozenset[str]:
@@ -203,3 +227,22 @@ async def team_agent_ids(db: Db, user_id: int) -> frozenset[str]:
         user_id,
     )
     return frozenset(r["agent_id"] for r in rows)
+
+
+async def agents_in_reach(db: Db, agent_ids: frozenset[str] | None) -> list[tuple[str, str]]:
+    """(agent id, shown name) of the people whose calls ``agent_ids`` reaches (``None``: all),
+    by shown name: what a supervisor picks from when searching for a team member's calls."""
+    rows = await db.fetch(
+        """
+        SELECT agent_id, coalesce(display_name, name) AS shown FROM users
+        WHERE agent_id IS NOT NULL AND ($1::text[] IS NULL OR agent_id = ANY($1::text[]))
+        ORDER BY lower(coalesce(display_name, name)), agent_id
+        """,
+        None if agent_ids is None else sorted(agent_ids),
+    )
+    return [(r["agent_id"], r["shown"]) for r in rows]
+
+
+async def set_language(db: Db, user_id: int, language: str) -> None:
+    """The language picked on the page, kept for the person's next visit (web/site.py)."""
+    await db.execute("UPDATE users SET language = $2 WHERE id = $1", user_id, language)

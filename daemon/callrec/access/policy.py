@@ -116,53 +116,109 @@ def _on_call(ids: str) -> str:
 
 
 # Every read for the API goes through this WHERE: the grant's reach, in SQL.
-_SELECT = recordings.SELECT + f" WHERE ($1::text[] IS NULL OR {_on_call('$1::text[]')})"
-# The search's agent: an agent id, or the name of the user it belongs to.
-_BY_AGENT = _on_call("ARRAY[$5::text, (SELECT agent_id FROM users WHERE name = $5)]")
+_REACH = f" WHERE ($1::text[] IS NULL OR {_on_call('$1::text[]')})"
+_SELECT = recordings.SELECT + _REACH
+# The search's agent: an agent id, or the login or display name of the user it belongs to.
+_BY_AGENT = _on_call(
+    "ARRAY[$5::text] || ARRAY(SELECT agent_id FROM users WHERE agent_id IS NOT NULL"
+    " AND (name = $5 OR lower(display_name) = lower($5)))"
+)
 
 
 def _scope(g: Grant) -> list[str] | None:
     return None if g.agent_ids is None else sorted(g.agent_ids)
 
 
+SORTS: Mapping[str, str] = {
+    "started": "r.started_at",
+    "duration": "r.duration_seconds",
+    "register": "r.register_name",
+    "direction": "r.direction",
+    "service": "r.service_number",
+    "agent": "coalesce(u.display_name, u.name, r.agent_name)",
+}
+"""What a search may be ordered by (``sort``; ``-name`` for descending); ties by start, id."""
+SORT_KEYS = tuple(key for name in SORTS for key in (name, "-" + name))
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """A search: started in [since, until), in a register, by an agent (an agent id, or the
-    name of the user it belongs to)."""
+    login or display name of the user it belongs to), to or from a service number, in one
+    direction, lasting between min_seconds and max_seconds, with a masked number containing
+    ``number`` (a fragment: digits, + and *), on legal hold or not."""
 
     since: datetime | None = None
     until: datetime | None = None
     register: str | None = None
     agent: str | None = None
+    service_number: str | None = None
+    direction: str | None = None
+    min_seconds: float | None = None
+    max_seconds: float | None = None
+    number: str | None = None
+    on_hold: bool | None = None
 
     def detail(self) -> dict[str, str]:
-        """For the audit row: a phone number typed as a register or agent is masked."""
+        """For the audit row: a phone number typed into any field is masked."""
         found = {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
         return {k: redact(v) if isinstance(v, str) else str(v) for k, v in found.items()}
 
 
-async def search(db: Db, g: Grant, f: Filters, *, limit: int = 100, offset: int = 0) -> list[Recording]:
-    """Newest first, within the grant's reach."""
-    if f.agent is not None and g.view != "full":
-        raise Forbidden(f"role {g.principal.role} sees no agent data and cannot search by agent")
-    rows = await db.fetch(
-        _SELECT
-        + f"""
-          AND ($2::timestamptz IS NULL OR r.started_at >= $2)
-          AND ($3::timestamptz IS NULL OR r.started_at < $3)
-          AND ($4::text IS NULL OR r.register_name = $4)
-          AND ($5::text IS NULL OR {_BY_AGENT})
-        ORDER BY r.started_at DESC, r.id LIMIT $6 OFFSET $7
-        """,
+@dataclass(frozen=True, slots=True)
+class Page:
+    recordings: list[Recording]
+    total: int
+    """How many match in all, across every page."""
+
+
+_WHERE = f"""
+  AND ($2::timestamptz IS NULL OR r.started_at >= $2)
+  AND ($3::timestamptz IS NULL OR r.started_at < $3)
+  AND ($4::text IS NULL OR r.register_name = $4)
+  AND ($5::text IS NULL OR {_BY_AGENT})
+  AND ($6::text IS NULL OR r.service_number = $6)
+  AND ($7::text IS NULL OR r.direction = $7)
+  AND ($8::float8 IS NULL OR r.duration_seconds >= $8)
+  AND ($9::float8 IS NULL OR r.duration_seconds <= $9)
+  AND ($10::text IS NULL OR strpos(r.customer_number_masked, $10) > 0)
+  AND ($11::boolean IS NULL OR r.legal_hold = $11)
+"""
+
+
+async def search(
+    db: Db, g: Grant, f: Filters, *, limit: int = 100, offset: int = 0, sort: str = "-started"
+) -> Page:
+    """One page of the matches within the grant's reach, newest first unless ``sort`` says."""
+    if g.view != "full" and (f.agent is not None or f.number is not None):
+        raise Forbidden(f"role {g.principal.role} sees no agent or customer data and cannot search by them")
+    column = SORTS[sort.removeprefix("-")]
+    order = "DESC" if sort.startswith("-") else "ASC"
+    args = (
         _scope(g),
         f.since,
         f.until,
         f.register,
         f.agent,
+        f.service_number,
+        f.direction,
+        f.min_seconds,
+        f.max_seconds,
+        f.number,
+        f.on_hold,
+    )
+    rows = await db.fetch(
+        _SELECT + _WHERE + f" ORDER BY {column} {order} NULLS LAST, r.started_at DESC, r.id"
+        " LIMIT $12 OFFSET $13",
+        *args,
         limit,
         offset,
     )
-    return [recordings.from_record(r) for r in rows]
+    if offset == 0 and len(rows) < limit:
+        total = len(rows)
+    else:
+        total = int(await db.fetchval(f"SELECT count(*) {recordings.FROM}{_REACH}{_WHERE}", *args))
+    return Page([recordings.from_record(r) for r in rows], total)
 
 
 async def get(db: Db, g: Grant, recording_id: uuid.UUID) -> Recording:

@@ -6,9 +6,8 @@ request, at sign-out, or when the token it was opened with is revoked or expires
 from __future__ import annotations
 
 import secrets
-from typing import cast
 
-from callrec.access.people import Principal, Role, token_digest
+from callrec.access.people import PRINCIPAL_COLUMNS, Principal, principal_of, token_digest
 from callrec.db.pool import Db
 
 SESSION_PREFIX = "cs_"
@@ -48,21 +47,19 @@ async def authenticate(db: Db, session_id: str, idle_timeout: float) -> Principa
     if digest is None:
         return None
     row = await db.fetchrow(
-        """
+        f"""
         UPDATE web_sessions s SET last_seen_at = now()
         FROM users u, user_tokens t
         WHERE s.session_sha256 = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
           AND s.last_seen_at > now() - $2 * interval '1 second'
           AND u.id = s.user_id AND u.disabled_at IS NULL
           AND t.id = s.token_id AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-        RETURNING u.id, u.name, u.role, u.agent_id
+        RETURNING {PRINCIPAL_COLUMNS}
         """,
         digest,
         idle_timeout,
     )
-    if row is None:
-        return None
-    return Principal(int(row["id"]), row["name"], cast(Role, row["role"]), row["agent_id"])
+    return None if row is None else principal_of(row)
 
 
 async def close_session(db: Db, session_id: str) -> bool:

@@ -27,7 +27,8 @@ ON CONFLICT (id) DO NOTHING
 """
 
 
-SELECT = f"SELECT {select_list()} FROM recordings r LEFT JOIN users u ON u.agent_id = r.agent_name"
+FROM = "FROM recordings r LEFT JOIN users u ON u.agent_id = r.agent_name"
+SELECT = f"SELECT {select_list()} {FROM}"
 """Every column of a ``Recording``; callers add WHERE (access/policy.py adds the grant's reach)."""
 
 

@@ -25,11 +25,11 @@ from callrec.config import Settings
 from callrec.db.pool import DbPool
 from callrec.http import audio, calls, core, openapi, throttle
 from callrec.http import middleware as serving
-from callrec.http import pages as webpage
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
 from callrec.privacy import redact
 from callrec.recording.facts import Recording
 from callrec.retention import holds as retention
+from callrec.web import site
 
 # Requests are small JSON documents; an export of MAX_RECORDINGS ids is about 40 KB.
 MAX_BODY = 128 * 1024
@@ -67,7 +67,7 @@ def build_api(
     add("POST", "/api/exports", _export, "export")
     add("GET", "/api/audit", _audit, "audit_read")
     calls.add_routes(app, live)  # live: the daemon's calls in progress (pause, resume)
-    webpage.add_routes(app)
+    site.add_routes(app)
     return app
 
 
@@ -135,8 +135,10 @@ async def _search(request: web.Request) -> web.StreamResponse:
     return json_response(
         {
             "recordings": [access.as_json(r, who.role) for r in found.recordings],
+            "total": found.total,
             "limit": found.limit,
             "offset": found.offset,
+            "sort": found.sort,
         }
     )
 

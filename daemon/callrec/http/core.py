@@ -55,8 +55,10 @@ ReadFields = Callable[[], Awaitable[Fields]]
 class Searched:
     filters: access.Filters
     recordings: list[Recording]
+    total: int
     limit: int
     offset: int
+    sort: str
     audit: dict[str, Any]
 
 
@@ -83,23 +85,68 @@ async def _read(read: ReadFields) -> Fields:
     return fields
 
 
+def _text(query: Fields, name: str, longest: int = 64) -> str | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > longest:
+        raise BadParam(f"{name}: at most {longest} characters")
+    return value.strip() or None
+
+
+def _seconds(query: Fields, name: str) -> float | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BadParam(f"{name}: expected a number of seconds") from None
+    if not 0 <= seconds <= 1e7:
+        raise BadParam(f"{name}: expected 0 to 10000000 seconds")
+    return seconds
+
+
+_FRAGMENT = frozenset("0123456789+*")
+
+
 def search_filters(query: Fields) -> access.Filters:
+    direction = _text(query, "direction")
+    if direction not in (None, "inbound", "outbound"):
+        raise BadParam("direction: expected inbound or outbound")
+    number = _text(query, "number", 32)
+    if number is not None and not set(number) <= _FRAGMENT:
+        raise BadParam("number: a part of the masked number: digits, + and * only")
+    on_hold = _text(query, "on_hold")
+    if on_hold not in (None, "true", "false"):
+        raise BadParam("on_hold: expected true or false")
     return access.Filters(
         since=time_param(query.get("from"), "from"),
         until=time_param(query.get("to"), "to"),
-        register=query.get("register") or None,
-        agent=query.get("agent") or None,
+        register=_text(query, "register"),
+        agent=_text(query, "agent", 128),
+        service_number=_text(query, "service_number"),
+        direction=direction,
+        min_seconds=_seconds(query, "min_seconds"),
+        max_seconds=_seconds(query, "max_seconds"),
+        number=number,
+        on_hold=None if on_hold is None else on_hold == "true",
     )
 
 
-async def search(db: Db, who: Principal, query: Fields) -> Searched:
-    """``query``: from, to, register, agent, limit, offset, as the API and the page's form name them."""
+async def search(db: Db, who: Principal, query: Fields, *, default_limit: int = 100) -> Searched:
+    """``query``: from, to, register, agent, service_number, direction, min_seconds,
+    max_seconds, number, on_hold, sort, limit, offset, as the API and the page's form name them."""
     filters = search_filters(query)
-    limit = int_param(query.get("limit"), "limit", 100, 1, MAX_PAGE)
+    limit = int_param(query.get("limit"), "limit", default_limit, 1, MAX_PAGE)
     offset = int_param(query.get("offset"), "offset", 0, 0, 10_000_000)
+    sort = query.get("sort") or "-started"
+    if sort not in access.SORT_KEYS:
+        raise BadParam(f"sort: expected one of {', '.join(access.SORT_KEYS)}")
     g = await access.grant(db, who, Action.SEARCH)
-    found = await access.search(db, g, filters, limit=limit, offset=offset)
-    return Searched(filters, found, limit, offset, filters.detail() | {"count": len(found)})
+    found = await access.search(db, g, filters, limit=limit, offset=offset, sort=sort)
+    detail = filters.detail() | {"count": len(found.recordings), "total": found.total}
+    return Searched(filters, found.recordings, found.total, limit, offset, sort, detail)
 
 
 async def view(db: Db, who: Principal, recording_id: uuid.UUID) -> Recording:

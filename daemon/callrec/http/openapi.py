@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from callrec import __version__
+from callrec.access.policy import SORT_KEYS
 from callrec.http.calls import OPENAPI_PATHS as _CALLS
 from callrec.recording import facts
 
@@ -95,8 +96,21 @@ DOCUMENT: dict[str, Any] = {
                     _query("to", _TIME, "started before"),
                     _query("register", {"type": "string"}),
                     _query(
-                        "agent", {"type": "string"}, "agent id (CALLREC_AGENT) or user name; not for admin"
+                        "agent",
+                        {"type": "string", "maxLength": 128},
+                        "agent id (CALLREC_AGENT), or a user's login or display name; not for admin",
                     ),
+                    _query("service_number", {"type": "string", "maxLength": 64}),
+                    _query("direction", {"type": "string", "enum": ["inbound", "outbound"]}),
+                    _query("min_seconds", {"type": "number", "minimum": 0, "maximum": 1e7}),
+                    _query("max_seconds", {"type": "number", "minimum": 0, "maximum": 1e7}),
+                    _query(
+                        "number",
+                        {"type": "string", "pattern": "^[0-9+*]{1,32}$"},
+                        "a part of the masked customer number; not for admin",
+                    ),
+                    _query("on_hold", {"type": "string", "enum": ["true", "false"]}),
+                    _query("sort", {"type": "string", "enum": list(SORT_KEYS), "default": "-started"}),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
                     _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
                 ],
@@ -106,8 +120,10 @@ DOCUMENT: dict[str, Any] = {
                             "type": "object",
                             "properties": {
                                 "recordings": {"type": "array", "items": _ref("Recording")},
+                                "total": {"type": "integer", "description": "matches across all pages"},
                                 "limit": {"type": "integer"},
                                 "offset": {"type": "integer"},
+                                "sort": {"type": "string"},
                             },
                         }
                     ),

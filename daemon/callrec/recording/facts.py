@@ -153,6 +153,15 @@ class Recording:
             written=False,
         ),
     )
+    agent_display_name: str | None = field(
+        default=None,
+        metadata=_col(
+            {"type": ["string", "null"], "description": "that user's display name"},
+            view="full",
+            select="u.display_name",
+            written=False,
+        ),
+    )
 
     @classmethod
     def finished(
