@@ -4,8 +4,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/daemon:$(CURDIR)
+# axe-core, the accessibility checker the browser tests run in each page (tests/harness/browser.py),
+# from the npm registry: the version is pinned there and here.
+AXE_VERSION := 4.14.1
+AXE := .cache/axe-core/node_modules/axe-core/axe.min.js
 
-.PHONY: demo demo-cluster test deps lint bench deb
+.PHONY: demo demo-cluster test deps lint bench deb screenshots messages
 
 demo: deps
 	$(PY) -m tests.harness.demo
@@ -33,8 +37,23 @@ deb:
 	tests/harness/apt-deps.sh --deb
 	debian/build-deb.sh dist
 
-deps: $(VENV)/.installed
+deps: $(VENV)/.installed $(AXE)
 	@tests/harness/asterisk-root.sh
+
+$(AXE): $(VENV)/.installed
+	npm install --prefix .cache/axe-core --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION)
+	touch $@
+
+# The web page's strings into its catalogues (web/locale/*/LC_MESSAGES/callrec.po), after a change
+# of wording: new strings arrive untranslated (English shows) until someone translates them.
+# Python code says _(request, "...") (web/site.py), templates _("..."), definitions N_("...").
+messages: $(VENV)/.installed
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k '_:2,2t' -k N_ --no-location --sort-output --project callrec -o .cache/callrec.pot .
+	$(VENV)/bin/pybabel update -i .cache/callrec.pot -d daemon/callrec/web/locale -D callrec --no-fuzzy-matching --ignore-obsolete
+
+# The pictures in docs/screenshots/: the browser tests, saving what each role sees.
+screenshots: deps
+	CALLREC_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -p no:cacheprovider -q tests/integration/test_web_page.py
 
 $(VENV)/.installed: pyproject.toml tests/harness/apt-deps.sh
 	tests/harness/apt-deps.sh

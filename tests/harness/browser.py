@@ -7,9 +7,11 @@ the web page tests: open pages, fill and submit forms, run script in the page, d
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -182,6 +184,78 @@ class Page:
 
     async def text(self) -> str:
         return str(await self.eval("document.body.innerText"))
+
+    async def emulate(
+        self, *, width: int = 1280, height: int = 900, zone: str | None = None, language: str | None = None
+    ) -> None:
+        """A window of ``width`` CSS pixels (a phone's below 500), the browser's time zone and
+        its language (navigator.language and the Accept-Language header), as a person's own."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500},
+        )
+        if zone is not None:
+            await self.send("Emulation.setTimezoneOverride", {"timezoneId": zone})
+        if language is not None:
+            version = await self.browser.send("Browser.getVersion")
+            await self.send("Emulation.setLocaleOverride", {"locale": language})
+            await self.send(
+                "Emulation.setUserAgentOverride",
+                {"userAgent": version["userAgent"], "acceptLanguage": f"{language},en;q=0.5"},
+            )
+
+    async def click(self, selector: str) -> None:
+        """Click a link or button and wait for the page it leads to."""
+        loaded = self.browser.expect("Page.loadEventFired", self.session)
+        await self.eval(f"document.querySelector({json.dumps(selector)}).click()")
+        await asyncio.wait_for(loaded, 15)
+
+    async def sideways_overflow(self) -> int:
+        """CSS pixels the page is wider than its window (0: nothing scrolls sideways)."""
+        return int(await self.eval("document.documentElement.scrollWidth - window.innerWidth"))
+
+    async def axe(self) -> list[dict[str, Any]]:
+        """axe-core's WCAG 2.2 A/AA violations of the page, serious and critical only."""
+        await self.eval(axe_source())
+        result = await self.eval(
+            "axe.run(document, {runOnly: {type: 'tag', values:"
+            " ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}, resultTypes: ['violations']})"
+            ".then(r => r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+            " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))"
+        )
+        return [v for v in result if v["impact"] in ("serious", "critical")]
+
+    async def screenshot(self, path: Path) -> None:
+        """The whole page, as a PNG."""
+        metrics = await self.send("Page.getLayoutMetrics")
+        size = metrics["cssContentSize"]
+        shot = await self.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            },
+        )
+        await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+AXE_VERSION = "4.14.1"
+"""axe-core from the npm registry, installed by `make deps` (Makefile) into .cache/."""
+
+
+def axe_source() -> str:
+    path = Path(
+        os.environ.get("CALLREC_AXE_CORE")
+        or Path(__file__).resolve().parents[2] / ".cache/axe-core/node_modules/axe-core/axe.min.js"
+    )
+    assert path.is_file(), f"{path}: missing; `make deps` installs axe-core {AXE_VERSION} with npm"
+    return path.read_text()
 
 
 async def _devtools_url(stderr: asyncio.StreamReader) -> str:

@@ -26,7 +26,7 @@ from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, recording_id
 from callrec.recording.facts import Recording
 from callrec.web import render
-from callrec.web.site import _, page, reader
+from callrec.web.site import N_, _, page, reader
 
 PAGE_SIZE = 25
 RANGES = {"today": 0, "7d": 7, "30d": 30}
@@ -98,10 +98,7 @@ def _query(r: render.Reader, form: Mapping[str, str]) -> dict[str, str]:
         name: form.get(name, "").strip()
         for name in ("register", "agent", "service_number", "direction", "number", "on_hold", "sort")
     }
-    since, until = form.get("from", ""), form.get("to", "")
-    if form.get("range") in RANGES:
-        since, until = r.local_input(render.days_ago(r, RANGES[form["range"]])), ""
-    query["from"], query["to"] = r.read_local(since), r.read_local(until)
+    query["from"], query["to"] = r.read_local(form.get("from", "")), r.read_local(form.get("to", ""))
     query["min_seconds"], query["max_seconds"] = _minutes(form, "min_minutes"), _minutes(form, "max_minutes")
     return query
 
@@ -117,15 +114,18 @@ async def _index(request: web.Request) -> web.StreamResponse:
     if not any(form.values()):
         form["range"] = "7d"  # on arrival: the last seven days
     r = reader(request)
+    if form["range"] in RANGES:
+        # A quick range fills the fields, so the next search from this form keeps it.
+        form["from"], form["to"] = r.local_input(render.days_ago(r, RANGES[form["range"]])), ""
     try:
         number = int(request.query.get("page") or 1)
     except ValueError:
         number = 1
     number = max(1, min(number, 400_000))
-    query = _query(r, form) | {"limit": str(PAGE_SIZE), "offset": str((number - 1) * PAGE_SIZE)}
     db = serving.pool(request)
     agents = await _agent_choices(db, who)
     try:
+        query = _query(r, form) | {"limit": str(PAGE_SIZE), "offset": str((number - 1) * PAGE_SIZE)}
         found = await core.search(db, who, query)
     except BadParam as exc:
         # The form stays as typed, with the one field to fix named in plain words.
@@ -137,19 +137,22 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 _PLAIN = {
-    "from": "The start time is not a date and time we can read.",
-    "to": "The end time is not a date and time we can read.",
-    "number": "A number fragment holds only digits, + and *.",
-    "min_minutes": "The shortest duration must be a number of minutes.",
-    "max_minutes": "The longest duration must be a number of minutes.",
-    "direction": "Pick a direction from the list.",
+    "from": N_("The start time is not a date and time we can read."),
+    "to": N_("The end time is not a date and time we can read."),
+    "number": N_("A number fragment holds only digits, + and *."),
+    "min_minutes": N_("The shortest duration must be a number of minutes."),
+    "max_minutes": N_("The longest duration must be a number of minutes."),
+    "direction": N_("Pick a direction from the list."),
 }
 
 
 def _plain(request: web.Request, message: str) -> str:
     """A field's error in plain words, in the reader's language."""
     field = message.partition(":")[0]
-    return _(request, _PLAIN.get(field, "One of the fields could not be used: check it and search again."))
+    return _(request, _PLAIN.get(field, _OTHER))
+
+
+_OTHER = N_("One of the fields could not be used: check it and search again.")
 
 
 async def _agent_choices(db: Any, who: Principal) -> list[tuple[str, str]]:

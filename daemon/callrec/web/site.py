@@ -52,6 +52,12 @@ def _(request: web.Request, message: str) -> str:
     return reader(request).gettext(message)
 
 
+def N_(message: str) -> str:  # noqa: N802 - gettext's name for "mark for translation"
+    """Marks a string for the catalogues (``make messages``) where it is defined; ``_`` translates
+    it where it is shown."""
+    return message
+
+
 def page(
     request: web.Request, template: str, title: str, *, status: int = 200, **values: Any
 ) -> web.Response:
