@@ -118,8 +118,13 @@ def settings(recordings_dir: Path, dsn: str, key: bytes | None = None) -> Settin
         database_dsn=dsn,
         metrics_listen=("127.0.0.1", 9870),
         registers={
-            "customer-service": Register("customer-service", "inbound", Retention(6, "month")),
-            "telesales": Register("telesales", "outbound", Retention(1, "month")),
+            "customer-service": Register(
+                "customer-service",
+                "inbound",
+                Retention(6, "month"),
+                {"": "Customer service", "fi": "Asiakaspalvelu", "sv": "Kundtjänst"},
+            ),
+            "telesales": Register("telesales", "outbound", Retention(1, "month"), {"": "Telesales"}),
         },
         drain_timeout=5,
         file_wait_timeout=5,

@@ -74,7 +74,7 @@ async def test_agent_searches_plays_and_cannot_reach_another_agents_recording(
 
         bob = w.recs["bob"]
         await page.goto(f"{base}recordings/{bob}")
-        assert "no such recording" in await page.text()
+        assert "no such page or recording" in await page.text()
         status = await page.eval(f"fetch('/api/recordings/{bob}/audio').then(r => r.status)")
         assert status == 404
         await page.goto(base)

@@ -78,12 +78,24 @@ async def _css(request: web.Request) -> web.StreamResponse:
     return web.Response(body=_CSS, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
+_PLAIN_ERRORS = {
+    400: N_("The request could not be used. Go back and check what you typed."),
+    403: N_("This page is not open to your role."),
+    404: N_("There is no such page or recording, or it is not yours to see."),
+    409: N_("That cannot be done to this recording now (it may be on legal hold)."),
+    429: N_("Too many requests for now. Wait a while and try again."),
+    503: N_("The service cannot answer just now. Try again in a moment."),
+}
+
+
 def _error_page(request: web.Request, status: int, message: str) -> web.Response:
+    """An error in plain words: the API's technical line stays in the log and the JSON API."""
     if status == 401:
         from callrec.web.signin import sign_in_page
 
-        return sign_in_page(request, message, status=401)
-    return page(request, "error.html", _(request, "Something went wrong"), status=status, message=message)
+        return sign_in_page(request, "", status=401)
+    plain = _(request, _PLAIN_ERRORS.get(status, _PLAIN_ERRORS[503]))
+    return page(request, "error.html", _(request, "Something went wrong"), status=status, message=plain)
 
 
 def own_path(target: str, fallback: str = "/") -> str:
