@@ -175,10 +175,10 @@ async def _send_audio(
         ) from None
     if rng is None:
         await serving.commit(request, 200, bytes=size)
-        return await serving.stream(request, sound, 0, size, 200, headers)
+        return await audio.stream(request, sound, 0, size, 200, headers)
     headers["Content-Range"] = rng.content_range(size)
     await serving.commit(request, 206, range=headers["Content-Range"])
-    return await serving.stream(request, sound, rng.start, rng.length, 206, headers)
+    return await audio.stream(request, sound, rng.start, rng.length, 206, headers)
 
 
 async def _retention_action(request: web.Request, action: Action) -> tuple[DbPool, uuid.UUID, dict[str, Any]]:

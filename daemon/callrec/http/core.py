@@ -33,6 +33,7 @@ from callrec.archive.keys import MissingKey
 from callrec.archive.reading import Archive, Audio
 from callrec.archive.store import StoreError
 from callrec.db.pool import Db, DbPool
+from callrec.http import audio
 from callrec.http import middleware as serving
 from callrec.http.middleware import ApiError, BadParam, int_param, time_param
 from callrec.ops import metrics
@@ -290,6 +291,6 @@ async def send_export(request: web.Request, exported: Exported) -> web.StreamRes
         }
         sound = reading.from_fd(os.dup(bundle.file.fileno()), "application/zip")
         with sound:
-            return await serving.stream(request, sound, 0, bundle.size, 200, headers)
+            return await audio.stream(request, sound, 0, bundle.size, 200, headers)
     finally:
         bundle.file.close()

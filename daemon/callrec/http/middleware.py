@@ -26,8 +26,7 @@ from aiohttp import web
 from callrec.access import audit, people, sessions
 from callrec.access import policy as access
 from callrec.access.people import Principal
-from callrec.archive.crypto import CorruptObject
-from callrec.archive.reading import Archive, Audio
+from callrec.archive.reading import Archive
 from callrec.config import Settings
 from callrec.db.pool import Db, DbPool
 from callrec.http import throttle
@@ -369,33 +368,6 @@ async def commit(request: web.Request, status: int, **detail: Any) -> None:
     except Exception as exc:
         raise ApiError(503, "audit_unavailable", "try again shortly") from exc
     request[WRITTEN] = True
-
-
-async def stream(
-    request: web.Request, sound: Audio, start: int, length: int, status: int, headers: Mapping[str, str]
-) -> web.StreamResponse:
-    """Send ``length`` bytes of a recording's audio; the audit row must be committed already."""
-    assert request[WRITTEN]
-    request[STARTED] = True
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = length
-    await resp.prepare(request)
-    try:
-        if request.method != "HEAD" and length:
-            async for block in sound.read(start, start + length - 1):
-                await resp.write(block)
-        await resp.write_eof()
-    except ConnectionResetError:
-        # A player that seeks drops its earlier request: routine, and already audited.
-        log.debug("client left during the transfer", action=request[ENTRY].action)
-    except CorruptObject as exc:
-        # The status line is sent: the one honest signal left is a cut connection (the body
-        # stays short of Content-Length), and the count and log line for an operator.
-        metrics.ARCHIVE_CORRUPT.labels(where="serve").inc()
-        log.error("archived audio failed its check while served", error=str(exc)[:200])
-        if request.transport is not None:
-            request.transport.close()
-    return resp
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

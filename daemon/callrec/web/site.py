@@ -52,7 +52,7 @@ def _(request: web.Request, message: str) -> str:
     return reader(request).gettext(message)
 
 
-def N_(message: str) -> str:  # noqa: N802 - gettext's name for "mark for translation"
+def N_(message: str) -> str:
     """Marks a string for the catalogues (``make messages``) where it is defined; ``_`` translates
     it where it is shown."""
     return message
