@@ -216,6 +216,20 @@ def wait_rows(dsn: str, count: int, timeout: float = 40, where: str = "TRUE") ->
             time.sleep(0.2)
 
 
+def wait_audio_flowing(asterisk: Asterisk, count: int, before: set[Path], timeout: float = 20) -> None:
+    """Until ``count`` recordings not in ``before`` have audio past their WAV header: MixMonitor
+    opens its file on the first frame, a moment after it was asked to start."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fresh = [
+            p for p in asterisk.recordings_dir.rglob("*.wav") if p not in before and p.stat().st_size > 44
+        ]
+        if len(fresh) >= count:
+            return
+        assert time.monotonic() < deadline, f"{len(fresh)} of {count} recordings have audio"
+        time.sleep(0.05)
+
+
 def settings_of(daemon: Daemon) -> Settings:
     return config.load(daemon.config_path)
 

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import audio_kind, settings_of, start_daemon, wait_no_channels, wait_rows
+from tests.e2e.conftest import (
+    audio_kind,
+    settings_of,
+    start_daemon,
+    wait_audio_flowing,
+    wait_no_channels,
+    wait_rows,
+)
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 from tests.harness.postgres import Cluster
@@ -132,9 +139,12 @@ def test_asterisk_restart_in_the_middle_of_10_calls(
     tmp_path: Path, driver: Driver, asterisk: Asterisk, db_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     daemon = start_daemon(tmp_path, asterisk, db_dsn)
+    before = set(asterisk.recordings_dir.rglob("*.wav"))
     try:
         cut = place(driver, 700, 10, talk=30)
         wait_count(daemon.log, "recording started", 10)
+        # Killed before MixMonitor opened a file, a call has no audio to keep (seen under load).
+        wait_audio_flowing(asterisk, 10, before)
         driver.close()
         asterisk.stop(kill=True)
         asterisk.start()

@@ -438,10 +438,12 @@ async def test_kill_9_mid_pass_then_rerun(pool: asyncpg.Pool, tmp_path: Path, db
     assert left | queued == {r.id for r in rows} and not left & queued
     assert all(exists(s, r) for r in rows if r.id in left)
     # The killed child's backend ends when PostgreSQL reads the closed socket, a moment later;
-    # until then it holds the sweep's advisory lock and a pass would rightly skip.
-    async with asyncio.timeout(20):
-        while await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"):
-            await asyncio.sleep(0.02)
+    # until then it holds the sweep's advisory lock and a pass would rightly skip. End it now
+    # and wait for it to be gone (the timeout form of pg_terminate_backend, PostgreSQL 14+).
+    await pool.execute(
+        "SELECT pg_terminate_backend(pid, 20000) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+    )
 
     report = await Sweeper(pool, s).run_pass()
     assert report.total.count == 5 and report.errors == 0
