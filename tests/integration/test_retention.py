@@ -514,8 +514,15 @@ async def test_racing_finishers_log_once(pool: asyncpg.Pool, s: Settings) -> Non
         tx = c1.transaction()
         await tx.start()
         first = await finish_disposals(c1, [disposal.recording_id])
+        pid = await c2.fetchval("SELECT pg_backend_pid()")
         second = asyncio.create_task(finish_disposals(c2, [disposal.recording_id]))
-        await asyncio.sleep(0.05)
+        # Commit only once the second finisher is really blocked on the first one's row lock.
+        for _ in range(1000):
+            if await c1.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the second finisher never waited for the row lock")
         await tx.commit()
         assert first == [("retention", "customer-service", 1, row.file_size)] and await second == []
     assert await ids(pool, "disposal_log", "recording_id") == {row.id}

@@ -206,9 +206,10 @@ async def test_unknown_script_and_garbage_are_ignored(daemon: Daemon) -> None:
 
 
 async def test_when_the_event_mode_was_first_the_agi_waits_for_its_mixmonitor(daemon: Daemon) -> None:
-    gate = asyncio.Event()
+    gate, asked = asyncio.Event(), asyncio.Event()
 
     async def slow_mix_monitor(channel: str, file: str, *, options: str = "", command: str = "") -> None:
+        asked.set()
         await gate.wait()
 
     daemon.mixer.mix_monitor = slow_mix_monitor  # type: ignore[method-assign]
@@ -227,9 +228,11 @@ async def test_when_the_event_mode_was_first_the_agi_waits_for_its_mixmonitor(da
     )
     assert varset is not None
     daemon.recorder.execute(daemon.tracker.handle(varset, 0.0))
+    await asyncio.wait_for(asked.wait(), 5)  # the event mode's MixMonitor is under way, held
     request = asyncio.create_task(asterisk_asks(daemon.port, answering(channel_vars(state="Up"))))
-    await asyncio.sleep(0.1)
-    assert not request.done(), "the AGI returned before MixMonitor ran"
+    # While that MixMonitor is held the AGI may not end: it must not outlast a bounded wait.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(request), 0.2)
     gate.set()
     commands = await asyncio.wait_for(request, 5)
     assert [c.split(" ")[0] for c in commands] == ["GET"]

@@ -27,10 +27,13 @@ async def test_set_when_the_writer_closes_the_file(watch: CloseWatch, tmp_path: 
     path.parent.mkdir(parents=True)
     assert watch.watch(path.parent)
     closed = watch.expect(path)
+    marker = watch.expect(path.parent / "marker.wav")
     with path.open("wb") as f:  # as MixMonitor: open once, write while the call lasts, close
         f.write(b"RIFF")
         f.flush()
-        await asyncio.sleep(0.05)
+        # inotify keeps order: once a later file's close is seen, an earlier close would be too.
+        (path.parent / "marker.wav").write_bytes(b"RIFF")
+        await asyncio.wait_for(marker.wait(), 5)
         assert not closed.is_set()
     await asyncio.wait_for(closed.wait(), 5)
 
@@ -40,9 +43,11 @@ async def test_readers_and_other_files_do_not_count(watch: CloseWatch, tmp_path:
     path.write_bytes(b"RIFF")
     assert watch.watch(tmp_path)
     closed = watch.expect(path)
+    marker = watch.expect(other)
     path.read_bytes()  # hashing the file opens it read-only: IN_CLOSE_NOWRITE
     other.write_bytes(b"RIFF")
-    await asyncio.sleep(0.1)
+    # inotify keeps order: the other file's close is seen after anything the read caused.
+    await asyncio.wait_for(marker.wait(), 5)
     assert not closed.is_set()
     path.write_bytes(b"RIFF....")
     await asyncio.wait_for(closed.wait(), 5)
