@@ -61,4 +61,4 @@ async def test_the_page_lists_every_agent_of_the_call(w: World) -> None:
     assert r.status == 200
     items = page.split('<ol class="agents">', 1)[1].split("</ol>", 1)[0]
     assert [li.split(":", 1)[0] for li in items.split("<li>")[1:]] == ["alice", "carol"]
-    assert " to " in items
+    assert " \u2013 " in items  # joined \u2013 left, in the reader's zone

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast, get_args
@@ -246,3 +247,12 @@ async def agents_in_reach(db: Db, agent_ids: frozenset[str] | None) -> list[tupl
 async def set_language(db: Db, user_id: int, language: str) -> None:
     """The language picked on the page, kept for the person's next visit (web/site.py)."""
     await db.execute("UPDATE users SET language = $2 WHERE id = $1", user_id, language)
+
+
+async def shown_names(db: Db, agent_ids: Sequence[str]) -> dict[str, str]:
+    """Agent id -> the shown name of the user it belongs to, for the ids that have one."""
+    rows = await db.fetch(
+        "SELECT agent_id, coalesce(display_name, name) AS shown FROM users WHERE agent_id = ANY($1::text[])",
+        list(agent_ids),
+    )
+    return {r["agent_id"]: r["shown"] for r in rows}

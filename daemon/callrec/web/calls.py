@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from callrec.access import policy as access
-from callrec.access.people import Principal, agents_in_reach
+from callrec.access.people import Principal, agents_in_reach, shown_names
 from callrec.access.policy import Action
 from callrec.http import core
 from callrec.http import middleware as serving
@@ -199,12 +199,14 @@ async def _recording(request: web.Request) -> web.StreamResponse:
     settings = serving.settings(request)
     reg = settings.registers.get(rec.register_name)
     title = reg.title(reader(request).language) if reg else rec.register_name
+    names = await shown_names(serving.pool(request), [a["agent"] for a in rec.agents])
     return page(
         request,
         "recording.html",
         _(request, "Recording"),
         rec=rec,
         register_title=title,
+        agent_names=names,
         full=access.VIEWS[who.role] == "full",
         may_play=access.allowed(who.role, Action.PLAY),
         back=_back(request),
