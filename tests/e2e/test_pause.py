@@ -9,6 +9,7 @@ MixMonitorMute made it silent; the paused span on the row must be exactly that s
 from __future__ import annotations
 
 import array
+import asyncio
 import time
 import tomllib
 import urllib.error
@@ -24,6 +25,7 @@ from tests.e2e.conftest import Daemon, run_daemon, start_daemon, wait_no_channel
 from tests.e2e.test_service import Scrape
 from tests.e2e.test_transfers import _callrec, _status
 from tests.harness.asterisk import Asterisk
+from tests.harness.browser import Browser
 from tests.harness.calls import wait_channel
 from tests.harness.driver import Driver
 
@@ -173,3 +175,47 @@ def test_pause_and_resume_from_the_api(
     # One audit row per request: alice's pause, sue's resume, alice's resume that changed nothing.
     assert [a for a, _ in _audit(db_dsn, rid)] == ["pause", "resume", "resume"]
     assert _status(daemon, dave, f"/api/recordings/{rid}") == 404
+
+
+def test_pause_and_resume_from_the_agents_page(
+    daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str, tmp_path: Path
+) -> None:
+    """The agent's list shows their call in progress with a pause button (docs/web.md), in
+    Chromium against the daemon's own listener, while Asterisk records the call."""
+    _callrec(daemon, "users", "add", "alice", "--role", "agent")
+    token = _callrec(daemon, "users", "token", "alice")
+    base = "http://" + tomllib.loads(daemon.config_path.read_text())["api"]["listen"] + "/"
+
+    def call_recording() -> float:
+        driver.inbound("0300", "+358401234567", talk=9)
+        wait_channel(asterisk, "Local/alice@callrec-agents-")
+        daemon.wait_log('"recording started"')
+        return time.monotonic()
+
+    async def on_the_page() -> list[str]:
+        seen = []
+        async with Browser.launch(tmp_path / "profile") as browser:
+            page = await browser.new_page()
+            await page.goto(base)
+            await page.submit("form[action='/signin']", {"token": token})  # signed in before the call
+            started = await asyncio.to_thread(call_recording)
+            await page.goto(base)  # the page has no script: it shows the call once loaded again
+            seen.append(await page.eval("document.querySelector('section.live p').innerText"))
+            # alice talks for 2 s from the start, then the customer reads out a card number for 3 s
+            await asyncio.sleep(max(0.0, 2 - (time.monotonic() - started)))
+            await page.click("form[action='/calls/current/pause'] button")
+            seen.append(await page.eval("document.querySelector('section.live p').innerText"))
+            await asyncio.sleep(3)
+            await page.click("form[action='/calls/current/resume'] button")
+            seen.append(await page.eval("document.querySelector('section.live p').innerText"))
+        return seen
+
+    seen = asyncio.run(on_the_page())
+    assert seen == [
+        "Your call is being recorded.",
+        "Recording is paused for card details.",
+        "Your call is being recorded.",
+    ]
+    (row,) = wait_rows(db_dsn, 1)
+    assert_paused(asterisk, row, 3.0, 9)
+    assert [a for a, _ in _audit(db_dsn, row["id"])] == ["pause", "resume"]

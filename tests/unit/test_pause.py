@@ -72,6 +72,18 @@ async def test_a_pause_still_on_at_the_end_closes_there() -> None:
     await p.close()
 
 
+async def test_spans_are_offsets_in_the_file_after_its_head() -> None:
+    """MixMonitor's first sample came 0.25 s after the start was seen: the silence it wrote is
+    0.25 s earlier in the file than the clock's offsets say (never before the file's start)."""
+    p = Pauses(FakeAmi(), max_pause=300, clock=Clock())
+    p.started(RID, "c", "r", 100.0)
+    await p.set(RID, True, at=100.1, source="api")
+    await p.set(RID, False, at=102.0, source="api")
+    await p.set(RID, True, at=105.0, source="api")
+    assert p.finished(RID, 109.0, head=0.25) == ((0.0, 1.75), (4.75, 8.75))
+    await p.close()
+
+
 async def test_a_forgotten_pause_resumes_after_max_pause() -> None:
     ami = FakeAmi()
     p = Pauses(ami, max_pause=0.01, clock=Clock())

@@ -14,58 +14,20 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 import av
 
 from callrec.archive.settings import Format
+from callrec.wav import BadAudio as BadAudio  # what a caller of this module catches
+from callrec.wav import Pcm, read_wav_header
 
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 _READ = 8000 * 2  # samples of one second at 8 kHz: a bounded buffer whatever the call's length
 
 
-class BadAudio(Exception):
-    """The file is not 16-bit PCM WAV as MixMonitor writes it."""
-
-
 class Sink(Protocol):
     def write(self, data: bytes, /) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Pcm:
-    rate: int
-    channels: int
-    data_offset: int
-    data_size: int | None
-    """From the header; ``None`` when the header never got its sizes (read to the end)."""
-
-
-def read_wav_header(f: BinaryIO) -> Pcm:
-    head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise BadAudio("not a RIFF/WAVE file")
-    fmt: tuple[int, int, int] | None = None
-    while True:
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            raise BadAudio("no data chunk")
-        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-        if cid == b"fmt ":
-            body = f.read(size + (size & 1))
-            if len(body) < 16:
-                raise BadAudio("short fmt chunk")
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag not in (1, 0xFFFE) or bits != 16 or channels not in (1, 2):
-                raise BadAudio(f"expected 16-bit PCM, got format {tag} with {bits} bits")
-            fmt = (rate, channels, bits)
-        elif cid == b"data":
-            if fmt is None:
-                raise BadAudio("data before fmt")
-            return Pcm(fmt[0], fmt[1], f.tell(), size if 0 < size < 0xFFFFFFFF else None)
-        else:
-            f.seek(size + (size & 1), 1)
 
 
 def pcm_blocks(f: BinaryIO, pcm: Pcm) -> Iterator[bytes]:

@@ -50,14 +50,26 @@ def _no_call() -> ApiError:
     return ApiError(404, "no_live_call", "no call being recorded within your reach")
 
 
-async def _current(request: web.Request, *, paused: bool) -> web.StreamResponse:
+def own_live_call(request: web.Request) -> tuple[uuid.UUID, bool] | None:
+    """The signed-in agent's call being recorded now, and whether it is paused; ``None``: none."""
+    who, live = serving.principal(request), request.app[LIVE]
+    rid = live.tracker.live_recording_of_agent(who.agent_id) if live and who.agent_id else None
+    return None if rid is None or live is None else (rid, live.pauses.is_paused(rid))
+
+
+async def set_own_pause(request: web.Request, paused: bool) -> bool:
+    """Pause or resume the signed-in agent's own call (API and page alike); True if it changed."""
     who = serving.principal(request)
     await access.grant(serving.pool(request), who, Action.PAUSE if paused else Action.RESUME)
-    live = request.app[LIVE]
-    rid = live.tracker.live_recording_of_agent(who.agent_id) if live and who.agent_id else None
-    if rid is None:
+    found = own_live_call(request)
+    if found is None:
         raise _no_call()
-    return await _set(request, rid, paused)
+    return await _change(request, found[0], paused)
+
+
+async def _current(request: web.Request, *, paused: bool) -> web.StreamResponse:
+    changed = await set_own_pause(request, paused)
+    return json_response({"id": request[serving.ENTRY].recording_id, "paused": paused, "changed": changed})
 
 
 async def _by_id(request: web.Request, *, paused: bool) -> web.StreamResponse:
@@ -71,6 +83,11 @@ async def _by_id(request: web.Request, *, paused: bool) -> web.StreamResponse:
 
 
 async def _set(request: web.Request, rid: uuid.UUID, paused: bool) -> web.StreamResponse:
+    changed = await _change(request, rid, paused)
+    return json_response({"id": rid, "paused": paused, "changed": changed})
+
+
+async def _change(request: web.Request, rid: uuid.UUID, paused: bool) -> bool:
     entry, live = request[serving.ENTRY], request.app[LIVE]
     assert live is not None
     entry.recording_id = rid
@@ -81,7 +98,7 @@ async def _set(request: web.Request, rid: uuid.UUID, paused: bool) -> web.Stream
     except MuteFailed as exc:
         raise ApiError(409, "mute_failed", "Asterisk did not mute the recording; try again") from exc
     entry.detail.update({"changed": changed})
-    return json_response({"id": rid, "paused": paused, "changed": changed})
+    return changed
 
 
 def _op(summary: str) -> dict[str, Any]:

@@ -86,15 +86,25 @@ class Pauses:
         live = self._live.get(recording_id)
         return live is not None and live.paused
 
-    def finished(self, recording_id: uuid.UUID, ended_at: float) -> tuple[tuple[float, float], ...]:
-        """The recording ended: its paused spans, a pause still on closed at ``ended_at``."""
+    def finished(
+        self, recording_id: uuid.UUID, ended_at: float, *, head: float = 0.0
+    ) -> tuple[tuple[float, float], ...]:
+        """The recording ended: its paused spans, a pause still on closed at ``ended_at``.
+
+        ``head``: seconds between ``started`` and the file's first sample (MixMonitor writes
+        from the first frame after it attached, later under load): the spans are offsets in
+        the file, where a listener hears the silence, so they move back by it."""
         live = self._live.pop(recording_id, None)
         if live is None:
             return ()
         if live.auto_resume is not None:
             live.auto_resume.cancel()
-        end = round(max(ended_at - live.started_at, 0.0), 3)
-        return tuple((s[0], s[1] if len(s) == 2 else max(end, s[0])) for s in live.spans)
+        end = max(ended_at - live.started_at, 0.0)
+
+        def at(offset: float) -> float:
+            return round(max(offset - head, 0.0), 3)
+
+        return tuple((at(s[0]), at(s[1] if len(s) == 2 else max(end, s[0]))) for s in live.spans)
 
     def request(self, recording_id: uuid.UUID, paused: bool, at: float, source: Source) -> None:
         """From the event path (CALLREC_PAUSE): carried out by an owned task, never awaited there."""

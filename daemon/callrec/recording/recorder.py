@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from callrec import wav
 from callrec.config import Register
 from callrec.ops import metrics
 from callrec.recording import mixmonitor
@@ -30,6 +31,10 @@ from callrec.recording.pause import Pauses
 from callrec.recording.tracker import Command, FinishRecording, PauseRecording, Problem, StopRecording
 
 log = structlog.get_logger("callrec.recorder")
+
+
+_MAX_HEAD = 2.0
+"""Seconds of head beyond which a file's shortness is not MixMonitor's start (a gap mid-call)."""
 
 
 class PendingLog(Protocol):
@@ -359,11 +364,34 @@ class Recorder:
             recovered=fin.missed_end and not fin.interrupted,
             interrupted=fin.interrupted,
             parties=fin.parties,
-            paused=self.pauses.finished(facts.recording_id, ended_at) if self.pauses is not None else (),
+            paused=await self._paused_spans(
+                facts.recording_id, path, size, started_at, ended_at, exact_end=not fin.missed_end
+            ),
         )
         await self._sink.put(row, self._retention(facts.register, bound))
         rec.life.to(State.STORED)
         bound.info("recording finished", duration_seconds=row.duration_seconds, bytes=size)
+
+    async def _paused_spans(
+        self,
+        recording_id: uuid.UUID,
+        path: Path,
+        size: int,
+        started_at: float,
+        ended_at: float,
+        *,
+        exact_end: bool,
+    ) -> tuple[tuple[float, float], ...]:
+        """The paused spans as offsets in the file. The file holds the audio from its first
+        frame to the hangup, so what the wall clock saw beyond its length is the head: the
+        time MixMonitor took to write its first sample after it was asked (tens of ms, more
+        under load; docs/dialplan.md#pause-for-card-numbers). Without a seen hangup, or with
+        a gap no start explains, the spans stay as the clock saw them."""
+        if self.pauses is None:
+            return ()
+        seconds = await asyncio.to_thread(wav.seconds_of, path, size) if exact_end else None
+        head = (ended_at - started_at) - seconds if seconds is not None else 0.0
+        return self.pauses.finished(recording_id, ended_at, head=head if 0.0 < head < _MAX_HEAD else 0.0)
 
     async def _forget(self, rec: _Recording) -> None:
         self._active.pop(rec.facts.recording_id, None)

@@ -25,7 +25,7 @@ from callrec.http import core
 from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, recording_id
 from callrec.recording.facts import Recording
-from callrec.web import render
+from callrec.web import live, render
 from callrec.web.site import N_, _, page, reader
 
 PAGE_SIZE = 25
@@ -189,6 +189,7 @@ def _list_page(
         ranges=RANGES,
         full=access.VIEWS[who.role] == "full",
         may_play=access.allowed(who.role, Action.PLAY),
+        live=live.own_call(request),
         error=error,
     )
 

@@ -28,12 +28,13 @@ READER = web.RequestKey("reader", render.Reader)
 
 
 def add_routes(app: web.Application) -> None:
-    from callrec.web import calls, dsar, signin  # the feature modules import this one
+    from callrec.web import calls, dsar, live, signin  # the feature modules import this one
 
     add = functools.partial(serving.add_route, app)
     add("POST", "/language", _set_language, "language", public=True, html=True)
     signin.add_routes(app)
     calls.add_routes(app)
+    live.add_routes(app)
     dsar.add_routes(app)
     app.router.add_get("/static/style.css", _css)
     app[serving.ERROR_PAGE] = _error_page

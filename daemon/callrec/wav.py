@@ -1,0 +1,61 @@
+"""The WAV header as MixMonitor writes it (16-bit PCM, RIFF/WAVE): the rate, channels and
+where the samples are. Pure, for the archive's transcoder (archive/codec.py) and the recorder,
+which needs the audio's real length (recording/recorder.py)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+class BadAudio(Exception):
+    """The file is not 16-bit PCM WAV as MixMonitor writes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pcm:
+    rate: int
+    channels: int
+    data_offset: int
+    data_size: int | None
+    """From the header; ``None`` when the header never got its sizes (read to the end)."""
+
+
+def read_wav_header(f: BinaryIO) -> Pcm:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise BadAudio("not a RIFF/WAVE file")
+    fmt: tuple[int, int, int] | None = None
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            raise BadAudio("no data chunk")
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"fmt ":
+            body = f.read(size + (size & 1))
+            if len(body) < 16:
+                raise BadAudio("short fmt chunk")
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag not in (1, 0xFFFE) or bits != 16 or channels not in (1, 2):
+                raise BadAudio(f"expected 16-bit PCM, got format {tag} with {bits} bits")
+            fmt = (rate, channels, bits)
+        elif cid == b"data":
+            if fmt is None:
+                raise BadAudio("data before fmt")
+            return Pcm(fmt[0], fmt[1], f.tell(), size if 0 < size < 0xFFFFFFFF else None)
+        else:
+            f.seek(size + (size & 1), 1)
+
+
+def seconds_of(path: Path, size: int) -> float | None:
+    """How long the audio in the file at ``path`` (``size`` bytes) lasts; ``None`` when it is
+    not a WAV this module reads."""
+    try:
+        with path.open("rb") as f:
+            pcm = read_wav_header(f)
+    except (OSError, BadAudio):
+        return None
+    data = pcm.data_size if pcm.data_size is not None else max(size - pcm.data_offset, 0)
+    return min(data, max(size - pcm.data_offset, 0)) / (pcm.rate * pcm.channels * 2) if pcm.rate else None
