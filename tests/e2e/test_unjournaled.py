@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import wave
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import settings_of, start_daemon, wait_no_channels, wait_rows
 from tests.e2e.test_light_on_pbx import ari_get
-from tests.e2e.test_recording import assert_audio
+from tests.e2e.test_recording import assert_wav
 from tests.harness.asterisk import Asterisk
 from tests.harness.driver import Driver
 
@@ -48,7 +49,12 @@ def test_recording_without_journal_entry_is_adopted_from_mixmonitor_filename(
     file = str(asterisk.recordings_dir / rel)
     answer = driver.action("MixMonitor", {"Channel": str(leg["name"]), "File": file})
     assert answer.get("Response") == "Success", answer
-    daemon = start_daemon(tmp_path, asterisk, db_dsn, quiet=False)
+    # The daemon comes up once MixMonitor has written 3 s: the row's start must be the file's.
+    deadline = time.monotonic() + 20
+    while not (Path(file).exists() and Path(file).stat().st_size > 44 + 3 * 16000):
+        assert time.monotonic() < deadline, "MixMonitor wrote no audio"
+        time.sleep(0.05)
+    daemon = start_daemon(tmp_path, asterisk, db_dsn, quiet=False, archive=False)
     try:
         (row,) = wait_rows(db_dsn, 1)
         wait_no_channels(asterisk)
@@ -56,10 +62,13 @@ def test_recording_without_journal_entry_is_adopted_from_mixmonitor_filename(
         assert row["id"] == rid and row["file_path"] == rel
         assert row["register_name"] == "customer-service" and row["customer_number_masked"] == "0405556***"
         assert row["recovered"] is False  # the end was seen
+        with wave.open(file) as w:  # the archive step is off: MixMonitor's WAV stays
+            seconds = w.getnframes() / w.getframerate()
+        assert abs(float(row["duration_seconds"]) - seconds) < 0.5  # type: ignore[arg-type]
         log = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
         assert [e for e in log if e.get("event") == "recording started"] == []
         assert any(e.get("event") == "recording found on its channel without a journal entry" for e in log)
-        assert_audio(daemon, db_dsn, row)
+        assert_wav(asterisk, row)
         assert settings_of(daemon).asterisk.recordings_dir == asterisk.recordings_dir
     finally:
         assert daemon.stop() == 0

@@ -354,6 +354,13 @@ class Recorder:
             ).inc()
         else:
             ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
+        # The file holds the audio up to the hangup: its own length tells when it began where
+        # the clock could not (docs/architecture.md#the-file-knows-its-length).
+        seconds = None if fin.missed_end else await asyncio.to_thread(wav.seconds_of, path, size)
+        clock_started = started_at
+        if seconds is not None and ended_at - seconds < started_at - _MAX_HEAD / 4:
+            # Adopted after MixMonitor had run a while (started before this daemon saw it).
+            started_at = ended_at - seconds
         row = Recording.finished(
             facts,
             started_at=started_at,
@@ -364,32 +371,22 @@ class Recorder:
             recovered=fin.missed_end and not fin.interrupted,
             interrupted=fin.interrupted,
             parties=fin.parties,
-            paused=await self._paused_spans(
-                facts.recording_id, path, size, started_at, ended_at, exact_end=not fin.missed_end
-            ),
+            paused=self._paused_spans(facts.recording_id, seconds, clock_started, ended_at),
         )
         await self._sink.put(row, self._retention(facts.register, bound))
         rec.life.to(State.STORED)
         bound.info("recording finished", duration_seconds=row.duration_seconds, bytes=size)
 
-    async def _paused_spans(
-        self,
-        recording_id: uuid.UUID,
-        path: Path,
-        size: int,
-        started_at: float,
-        ended_at: float,
-        *,
-        exact_end: bool,
+    def _paused_spans(
+        self, recording_id: uuid.UUID, seconds: float | None, started_at: float, ended_at: float
     ) -> tuple[tuple[float, float], ...]:
-        """The paused spans as offsets in the file. The file holds the audio from its first
-        frame to the hangup, so what the wall clock saw beyond its length is the head: the
-        time MixMonitor took to write its first sample after it was asked (tens of ms, more
-        under load; docs/dialplan.md#pause-for-card-numbers). Without a seen hangup, or with
-        a gap no start explains, the spans stay as the clock saw them."""
+        """The paused spans as offsets in the file (``seconds`` long, ``None``: unknown). The
+        file holds the audio from its first frame to the hangup, so what the clock saw beyond
+        its length is the head: the time MixMonitor took to write its first sample after it
+        was asked (tens of ms, more under load; docs/dialplan.md#pause-for-card-numbers). A
+        gap no start explains leaves the spans as the clock saw them."""
         if self.pauses is None:
             return ()
-        seconds = await asyncio.to_thread(wav.seconds_of, path, size) if exact_end else None
         head = (ended_at - started_at) - seconds if seconds is not None else 0.0
         return self.pauses.finished(recording_id, ended_at, head=head if 0.0 < head < _MAX_HEAD else 0.0)
 
