@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from callrec.access.directory_settings import DirectorySettings, parse_ldap
 from callrec.archive.config import parse_archive
 from callrec.archive.settings import ArchiveSettings, StorageSettings
 from callrec.config_tables import ConfigError as ConfigError  # the one error of loading a config
@@ -139,6 +140,8 @@ class Settings:
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    ldap: DirectorySettings | None = None
+    """The directory of people with ``sign_in = directory`` (access/directory_settings.py)."""
 
 
 _AUDIT_KEEP = re.compile(r"^[1-9][0-9]{0,3} (day|month|year)s?$")
@@ -248,6 +251,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
 
     archive, storage = parse_archive(top.table("archive"), top.table("storage"))
     web = parse_web(top.table("web"))
+    ldap = parse_ldap(top.table("ldap"))
 
     regs = top.table("registers")
     registers: dict[str, Register] = {}
@@ -305,6 +309,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         archive=archive,
         storage=storage,
         web=web,
+        ldap=ldap,
     )
 
 

@@ -67,9 +67,10 @@ def test_users_add_list_token_disable(run: Run, db_dsn: str) -> None:
     assert code == 0 and token.startswith("callrec_") and len(token) > 40 and "shown once" in err
     code, out, _ = run("users", "list")
     lines = out.splitlines()
-    assert lines[0].split() == ["name", "role", "supervisor", "agent_id", "tokens", "status"]
-    assert lines[1].split() == ["alice", "agent", "sue", "alice", "1", "active"]
-    assert lines[2].split() == ["bob", "agent", "sue", "PJSIP/1002", "0", "active"]
+    header = ["name", "role", "supervisor", "agent_id", "tokens", "sign_in", "status", "display_name"]
+    assert lines[0].split() == header
+    assert lines[1].split() == ["alice", "agent", "sue", "alice", "1", "-", "active", "-"]
+    assert lines[2].split() == ["bob", "agent", "sue", "PJSIP/1002", "0", "-", "active", "-"]
     assert run("users", "disable", "alice") == (0, "disabled alice; 1 token(s) revoked\n", "")
     assert "alice" not in run("users", "list")[1] and "alice" in run("users", "list", "--all")[1]
     rows = asyncio.run(_fetch(db_dsn, "SELECT token_sha256 FROM user_tokens"))

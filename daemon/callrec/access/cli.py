@@ -8,6 +8,8 @@ audit log is an access too, and is logged the same way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import getpass
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,20 +17,25 @@ from typing import Any
 
 import orjson
 
-from callrec.access import audit
+from callrec.access import audit, passwords
 from callrec.access.people import (
     ROLES,
+    SIGN_INS,
+    BadValue,
     PeopleError,
+    Profile,
     add_user,
     disable_user,
     issue_token,
     list_users,
     revoke_tokens,
+    set_profile,
     set_supervisor,
 )
 from callrec.config import Settings
 from callrec.db import cli as db_cli
 from callrec.db.pool import DbPool
+from callrec.web.settings import LANGUAGES
 
 Verb = Callable[[DbPool, argparse.Namespace], Awaitable[int]]
 
@@ -54,6 +61,20 @@ def add_commands(
         metavar="VALUE",
         help="the CALLREC_AGENT value of their calls (default for an agent: NAME)",
     )
+    _profile_options(add, "")
+    pw = verb(
+        "password",
+        "Set a user's password for the web page, read from standard input (one line).",
+        _cmd_password,
+    )
+    pw.add_argument("name")
+    prof = verb(
+        "set",
+        'Change a user\'s display name, time zone, language or sign-in method ("" clears).',
+        _cmd_set,
+    )
+    prof.add_argument("name")
+    _profile_options(prof, '; "" clears it')
     lst = verb("list", "List users.", _cmd_list)
     lst.add_argument("--all", action="store_true", help="include disabled users")
     sup = verb("set-supervisor", "Change a user's supervisor.", _cmd_set_supervisor)
@@ -79,24 +100,90 @@ def add_commands(
     cmd.set_defaults(handler=_audit_command)
 
 
+def _profile_options(cmd: argparse.ArgumentParser, clears: str) -> None:
+    cmd.add_argument(
+        "--display-name", metavar="TEXT", help=f"as the page shows them, any script (default: NAME){clears}"
+    )
+    cmd.add_argument(
+        "--time-zone",
+        metavar="ZONE",
+        help=f"IANA name, e.g. Europe/Helsinki (default: [web] time_zone){clears}",
+    )
+    cmd.add_argument(
+        "--language", metavar="LANG", help=f"{'|'.join(LANGUAGES)} (default: the browser's){clears}"
+    )
+    cmd.add_argument(
+        "--sign-in",
+        choices=SIGN_INS,
+        help="password (set with `callrec users password`) or directory (the [ldap] server)",
+    )
+
+
 # --- `callrec users` ---------------------------------------------------------------------------
 
 
 def _users(settings: Settings, handler: Verb, args: argparse.Namespace) -> int:
+    if hasattr(args, "display_name"):
+        try:
+            args.profile = _profile(args).checked()
+        except BadValue as exc:  # a usage mistake: no database needed to say so
+            print(f"callrec: {exc}", file=sys.stderr)
+            return 2
     return db_cli.run(settings, lambda pool: handler(pool, args), refusals=(PeopleError,))
 
 
+def _profile(args: argparse.Namespace) -> Profile:
+    return Profile(args.display_name, args.time_zone, args.language, args.sign_in)
+
+
+def _shown(profile: Profile) -> dict[str, str]:
+    """The profile fields given, for the audit row and the confirmation."""
+    return {k: v for k, v in dataclasses.asdict(profile).items() if v is not None}
+
+
 async def _cmd_add(pool: DbPool, args: argparse.Namespace) -> int:
-    await add_user(pool, args.name, args.role, supervisor=args.supervisor, agent_id=args.agent_id)
+    await add_user(
+        pool, args.name, args.role, supervisor=args.supervisor, agent_id=args.agent_id, profile=args.profile
+    )
     detail = {"name": args.name, "role": args.role, "supervisor": args.supervisor, "agent_id": args.agent_id}
-    await audit.write(pool, audit.cli_entry("user_add", detail))
+    await audit.write(pool, audit.cli_entry("user_add", detail | _shown(args.profile)))
     print(f"added {args.name} ({args.role})")
     return 0
 
 
+async def _cmd_set(pool: DbPool, args: argparse.Namespace) -> int:
+    changes = _shown(args.profile)
+    if not changes:
+        raise PeopleError("nothing to change: give --display-name, --time-zone, --language or --sign-in")
+    ended = await set_profile(pool, args.name, args.profile)
+    detail = {"name": args.name, "sessions_ended": ended} | changes
+    await audit.write(pool, audit.cli_entry("user_set", detail))
+    print(f"{args.name}: " + ", ".join(f"{k.replace('_', ' ')} {v or 'cleared'}" for k, v in changes.items()))
+    return 0
+
+
+async def _cmd_password(pool: DbPool, args: argparse.Namespace) -> int:
+    ended = await passwords.set_password(pool, args.name, _read_password())
+    await audit.write(pool, audit.cli_entry("password_set", {"name": args.name, "sessions_ended": ended}))
+    print(f"{args.name}: password set; {ended} web session(s) ended")
+    return 0
+
+
+def _read_password() -> str:
+    """At a terminal: asked twice, not echoed. Piped: all of standard input, less one final
+    line end (``printf '%s\\n' "$pw" | callrec users password alice``)."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise PeopleError("the two passwords differ; nothing changed")
+        return first
+    text = sys.stdin.read()
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
 async def _cmd_list(pool: DbPool, args: argparse.Namespace) -> int:
     rows = await list_users(pool, include_disabled=args.all)
-    header = ("name", "role", "supervisor", "agent_id", "tokens", "status")
+    header = ("name", "role", "supervisor", "agent_id", "tokens", "sign_in", "status", "display_name")
     table = [header] + [
         (
             u.name,
@@ -104,7 +191,9 @@ async def _cmd_list(pool: DbPool, args: argparse.Namespace) -> int:
             u.supervisor or "-",
             u.agent_id or "-",
             str(u.active_tokens),
+            u.sign_in if u.sign_in == "directory" or u.has_password else "-",
             f"disabled {u.disabled_at:%Y-%m-%d}" if u.disabled_at else "active",
+            u.display_name or "-",
         )
         for u in rows
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +18,12 @@ from typing import Literal, cast, get_args
 import asyncpg
 
 from callrec.db.pool import Db, Row
+from callrec.web.settings import LANGUAGES, zone_or_none
 
 Role = Literal["agent", "supervisor", "admin", "dpo"]
 ROLES: tuple[Role, ...] = get_args(Role)
+SignIn = Literal["password", "directory"]
+SIGN_INS: tuple[SignIn, ...] = get_args(SignIn)
 # Recognisable by secret scanners, and cheap to refuse before any database lookup.
 TOKEN_PREFIX = "callrec_"
 _TOKEN_MAX = 100
@@ -27,6 +31,36 @@ _TOKEN_MAX = 100
 
 class PeopleError(Exception):
     """A user-management request that cannot be done, phrased as one line for the operator."""
+
+
+class BadValue(PeopleError):
+    """A value that can never be right (a zone that does not exist), whatever the database holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How the page shows a person and how they sign in; a ``None`` field: leave it as it is,
+    and "" (``set_profile``): clear it back to the default."""
+
+    display_name: str | None = None
+    time_zone: str | None = None
+    language: str | None = None
+    sign_in: SignIn | None = None
+
+    def checked(self) -> Profile:
+        """This profile with a display name trimmed; ``BadValue`` names the first bad field."""
+        name = self.display_name
+        if name is not None:
+            name = " ".join(name.split()) if name.strip() else ""
+            if len(name) > 120 or any(unicodedata.category(c) in ("Cc", "Cs", "Co") for c in name):
+                raise BadValue("display name: 1 to 120 characters of any script, no control characters")
+        if self.time_zone and zone_or_none(self.time_zone) is None:
+            raise BadValue(f"time zone {self.time_zone!r}: use an IANA name such as Europe/Helsinki")
+        if self.language and self.language not in LANGUAGES:
+            raise BadValue(f"language {self.language!r}: expected one of {', '.join(LANGUAGES)}")
+        if self.sign_in is not None and self.sign_in not in SIGN_INS:
+            raise BadValue(f"sign-in {self.sign_in!r}: expected one of {', '.join(SIGN_INS)}")
+        return Profile(name, self.time_zone, self.language, self.sign_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +93,9 @@ class User:
     agent_id: str | None
     disabled_at: datetime | None
     active_tokens: int
+    display_name: str | None = None
+    sign_in: SignIn = "password"
+    has_password: bool = False
 
 
 PRINCIPAL_COLUMNS = "u.id, u.name, u.role, u.agent_id, u.display_name, u.time_zone, u.language"
@@ -92,9 +129,16 @@ async def _supervisor_id(db: Db, name: str) -> int:
 
 
 async def add_user(
-    db: Db, name: str, role: Role, *, supervisor: str | None = None, agent_id: str | None = None
+    db: Db,
+    name: str,
+    role: Role,
+    *,
+    supervisor: str | None = None,
+    agent_id: str | None = None,
+    profile: Profile = Profile(),
 ) -> int:
     """Create a user. An agent without ``agent_id`` is linked by their name."""
+    profile = profile.checked()
     if role not in ROLES:
         raise PeopleError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     if agent_id is None and role == "agent":
@@ -104,11 +148,16 @@ async def add_user(
     sup = await _supervisor_id(db, supervisor) if supervisor else None
     try:
         user_id = await db.fetchval(
-            "INSERT INTO users (name, role, supervisor_id, agent_id) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO users (name, role, supervisor_id, agent_id, display_name, time_zone, language,"
+            " sign_in) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             name,
             role,
             sup,
             agent_id,
+            profile.display_name or None,
+            profile.time_zone or None,
+            profile.language or None,
+            profile.sign_in or "password",
         )
     except asyncpg.UniqueViolationError as exc:
         if "agent_id" in str(exc.constraint_name):
@@ -127,7 +176,8 @@ async def list_users(db: Db, *, include_disabled: bool = False) -> list[User]:
         """
         SELECT u.name, u.role, s.name AS supervisor, u.agent_id, u.disabled_at,
                (SELECT count(*) FROM user_tokens t WHERE t.user_id = u.id AND t.revoked_at IS NULL
-                  AND (t.expires_at IS NULL OR t.expires_at > now())) AS active_tokens
+                  AND (t.expires_at IS NULL OR t.expires_at > now())) AS active_tokens,
+               u.display_name, u.sign_in, u.password_hash IS NOT NULL AS has_password
         FROM users u LEFT JOIN users s ON s.id = u.supervisor_id
         WHERE $1 OR u.disabled_at IS NULL
         ORDER BY u.name
@@ -144,6 +194,44 @@ async def set_supervisor(db: Db, name: str, supervisor: str | None) -> None:
         await db.execute("UPDATE users SET supervisor_id = $2 WHERE id = $1", user_id, sup)
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.CheckViolationError):
         raise PeopleError(f"{supervisor!r} reports to {name!r} already: that would make a loop") from None
+
+
+async def set_profile(db: Db, name: str, profile: Profile) -> int:
+    """Change what ``profile`` names (a "" clears it); how many web sessions that ended: a
+    change of sign-in method ends the sessions opened the old way, and forgets the password
+    of someone who now signs in through the directory."""
+    profile = profile.checked()
+    user_id = await _user_id(db, name)
+    clear = {f: getattr(profile, f) == "" for f in ("display_name", "time_zone", "language")}
+    ended = await db.fetch(
+        """
+        WITH old AS (SELECT id, sign_in FROM users WHERE id = $1 FOR UPDATE),
+        changed AS (
+            UPDATE users u SET
+              display_name = CASE WHEN $2 THEN NULL ELSE coalesce($3, u.display_name) END,
+              time_zone = CASE WHEN $4 THEN NULL ELSE coalesce($5, u.time_zone) END,
+              language = CASE WHEN $6 THEN NULL ELSE coalesce($7, u.language) END,
+              sign_in = coalesce($8, u.sign_in),
+              password_hash = CASE WHEN coalesce($8, u.sign_in) = 'directory' THEN NULL
+                                   ELSE u.password_hash END
+            FROM old WHERE u.id = old.id
+            RETURNING old.sign_in AS before, u.sign_in AS after
+        )
+        UPDATE web_sessions s SET revoked_at = now() FROM changed
+        WHERE changed.before <> changed.after AND s.user_id = $1 AND s.method = changed.before
+          AND s.revoked_at IS NULL
+        RETURNING s.id
+        """,
+        user_id,
+        clear["display_name"],
+        profile.display_name or None,
+        clear["time_zone"],
+        profile.time_zone or None,
+        clear["language"],
+        profile.language or None,
+        profile.sign_in,
+    )
+    return len(ended)
 
 
 async def disable_user(db: Db, name: str) -> int:

@@ -59,6 +59,15 @@ class Throttle:
         window.last = datetime.now(UTC)
         return False
 
+    def over(self, client: str) -> bool:
+        """Whether ``client``'s next refusal would be a 429: a password is not even checked then."""
+        window = self._windows.get(client)
+        return (
+            window is not None
+            and self.clock() - window.started < INTERVAL
+            and window.refused >= self.per_minute
+        )
+
     def retry_after(self, client: str) -> int:
         window = self._windows.get(client)
         left = INTERVAL - (self.clock() - window.started) if window else INTERVAL
