@@ -33,6 +33,11 @@ if [ -z "$deb_only" ]; then
   command -v chromedriver >/dev/null || tools+=(chromium-driver)
   # npm fetches axe-core, the accessibility checker the browser tests run (Makefile).
   command -v npm >/dev/null || tools+=(npm)
+  # Directory sign-in is tested against a real OpenLDAP (tests/harness/slapd.py starts its
+  # own; Debian's postinst configures a system one that the tests never use). ldap-utils:
+  # ldapsearch/ldapwhoami, for looking at a test directory by hand.
+  [ -x /usr/sbin/slapd ] || tools+=(slapd)
+  command -v ldapwhoami >/dev/null || tools+=(ldap-utils)
 fi
 if [ ${#need[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ] || [ -n "$build_dep" ]; then
   echo "installing: ${need[*]} ${tools[*]}${build_dep:+ (and the build dependencies of debian/control)}"

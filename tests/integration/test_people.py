@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 
+import argon2
 import asyncpg
 import pytest
 
@@ -160,3 +162,66 @@ def test_database_commands_share_exit_3_and_one_line(
         out, err = capsys.readouterr()
         assert code == 3 and out == "" and err.startswith("callrec: database: "), argv
         assert err.count("\n") == 1 and "Traceback" not in err, argv
+
+
+def test_display_names_zones_languages_and_passwords(
+    run: Run, db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    added = run(
+        "users", "add", "vaino", "--role", "agent", "--display-name", "  Väinämöinen   Kalevala ",
+        "--time-zone", "Europe/Helsinki", "--language", "fi",
+    )  # fmt: skip
+    assert added == (0, "added vaino (agent)\n", "")
+    assert run("users", "add", "ming", "--role", "agent", "--display-name", "王明")[0] == 0
+    code, out, _ = run("users", "list")
+    vaino = ["vaino", "agent", "-", "vaino", "0", "-", "active", "Väinämöinen", "Kalevala"]
+    assert out.splitlines()[2].split() == vaino
+    assert "王明" in out
+    rows = asyncio.run(_fetch(db_dsn, "SELECT display_name, time_zone, language FROM users ORDER BY name"))
+    assert [tuple(r) for r in rows] == [
+        ("王明", None, None),
+        ("Väinämöinen Kalevala", "Europe/Helsinki", "fi"),
+    ]
+
+    for argv, message in [
+        (("--time-zone", "Mars/Olympus"), "time zone 'Mars/Olympus': use an IANA name"),
+        (("--language", "de"), "language 'de': expected one of en, fi, sv"),
+        (("--display-name", "bell\x07"), "display name: 1 to 120 characters"),
+        (("--display-name", "x" * 121), "display name: 1 to 120 characters"),
+    ]:
+        for verb in (("add", "new", "--role", "agent"), ("set", "vaino")):
+            code, _, err = run("users", *verb, *argv)
+            assert code == 2 and err.startswith(f"callrec: {message}") and err.count("\n") == 1, err
+
+    def password(name: str, stdin: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        return run("users", "password", name)
+
+    assert password("vaino", "sampo is forged\n") == (0, "vaino: password set; 0 web session(s) ended\n", "")
+    stored = asyncio.run(_fetch(db_dsn, "SELECT password_hash FROM users WHERE name = 'vaino'"))[0][0]
+    assert argon2.PasswordHasher().verify(stored, "sampo is forged")
+    for stdin, message in [
+        ("", "at least 10 characters"),
+        ("short\n", "at least 10 characters"),
+        ("two lines of\ntext here\n", "must be one line"),
+        ("tab\tin the password", "control characters"),
+    ]:
+        code, _, err = password("vaino", stdin)
+        assert code == 1 and message in err and err.count("\n") == 1, stdin
+    assert password("nobody", "long enough password")[2].startswith("callrec: no user named 'nobody'")
+    assert run("users", "list")[1].splitlines()[2].split()[5] == "password"
+
+    code, out, _ = run("users", "set", "vaino", "--sign-in", "directory", "--display-name", "")
+    assert (code, out) == (0, "vaino: display name cleared, sign in directory\n")
+    assert run("users", "list")[1].splitlines()[2].split() == [
+        "vaino", "agent", "-", "vaino", "0", "directory", "active", "-",
+    ]  # fmt: skip
+    rows = asyncio.run(_fetch(db_dsn, "SELECT password_hash, time_zone FROM users WHERE name = 'vaino'"))
+    assert tuple(rows[0]) == (None, "Europe/Helsinki")  # a directory user has no password here
+    assert "through the directory" in password("vaino", "another long password")[2]
+    assert run("users", "set", "vaino")[2] == (
+        "callrec: nothing to change: give --display-name, --time-zone, --language or --sign-in\n"
+    )
+    audit = asyncio.run(_fetch(db_dsn, "SELECT action, detail::text FROM audit_log ORDER BY id"))
+    assert [r[0] for r in audit] == ["user_add", "user_add", "password_set", "user_set"]
+    assert all("sampo" not in r[1] for r in audit)
