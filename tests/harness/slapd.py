@@ -22,9 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import ldap3
-
-import callrec.access.directory  # noqa: F401  (imports ldap3 with its pyasn1 warning silenced)
+from callrec.access.directory import close, ldap3  # ldap3 imported there with its pyasn1 warning silenced
 from tests.harness.asterisk import free_port
 
 SLAPD = "/usr/sbin/slapd"
@@ -92,18 +90,15 @@ def _ldif(users: Mapping[str, str]) -> str:
 
 
 def _bind_ok(url: str) -> bool:
+    conn = ldap3.Connection(
+        ldap3.Server(url, connect_timeout=1, get_info=ldap3.NONE), ROOT_DN, ROOT_PASSWORD, receive_timeout=1
+    )
     try:
-        conn = ldap3.Connection(
-            ldap3.Server(url, connect_timeout=1, get_info=ldap3.NONE),
-            ROOT_DN,
-            ROOT_PASSWORD,
-            receive_timeout=1,
-        )
-        ok = bool(conn.bind())
-        conn.unbind()
-        return ok
+        return bool(conn.bind())
     except ldap3.core.exceptions.LDAPException:
         return False
+    finally:
+        close(conn)
 
 
 @contextmanager

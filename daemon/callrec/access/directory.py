@@ -11,6 +11,7 @@ is escaped for the DN (RFC 4514) and for the search filter (RFC 4515): a name li
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 import warnings
 from typing import Any, Literal
@@ -23,7 +24,6 @@ with warnings.catch_warnings():
     # 0.6 deprecates with a warning at import; the names still work.
     warnings.filterwarnings("ignore", r"(tag|type)Map is deprecated", DeprecationWarning)
     import ldap3
-    from ldap3.core.exceptions import LDAPException
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import escape_rdn
 
@@ -61,7 +61,7 @@ async def check(settings: DirectorySettings, username: str, password: str) -> Ou
                 asyncio.to_thread(_bind, settings, username, password), settings.timeout * 4
             )
             outcome = "ok" if ok else "refused"
-        except (Unreachable, LDAPException, OSError, TimeoutError) as exc:
+        except Exception as exc:  # ldap3 raises more than LDAPException: never a 500 for it
             log.error("the directory cannot be reached", url=settings.url, error=_reason(exc))
             outcome = "unreachable"
     BINDS.labels(outcome=outcome).inc()
@@ -89,7 +89,7 @@ def _bind(settings: DirectorySettings, username: str, password: str) -> bool:
             return False
         raise Unreachable(f"bind answered {conn.result.get('description')}")
     finally:
-        conn.unbind()
+        close(conn)
 
 
 def _find(settings: DirectorySettings, server: ldap3.Server, username: str) -> str | None:
@@ -113,7 +113,7 @@ def _find(settings: DirectorySettings, server: ldap3.Server, username: str) -> s
         entries = [e["dn"] for e in conn.response or [] if e.get("type") == "searchResEntry"]
         return entries[0] if len(entries) == 1 and code == 0 else None
     finally:
-        conn.unbind()
+        close(conn)
 
 
 def _server(settings: DirectorySettings) -> ldap3.Server:
@@ -130,13 +130,24 @@ def _open(settings: DirectorySettings, server: ldap3.Server, user: str | None, p
         server,
         user=user,
         password=password,
-        receive_timeout=settings.timeout,
+        # Whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer.
+        receive_timeout=max(1, math.ceil(settings.timeout)),
         raise_exceptions=False,
         read_only=True,
         auto_referrals=False,
     )
-    conn.open()
-    if settings.start_tls and not conn.start_tls():
-        conn.unbind()
-        raise Unreachable(f"StartTLS refused: {conn.result.get('description')}")
+    try:
+        conn.open()
+        if settings.start_tls and not conn.start_tls():
+            raise Unreachable(f"StartTLS refused: {conn.result.get('description')}")
+    except BaseException:
+        close(conn)
+        raise
     return conn
+
+
+def close(conn: Any) -> None:
+    """Unbind, and close the socket even when opening it failed (ldap3 leaves it open then)."""
+    conn.unbind()
+    if conn.socket is not None:
+        conn.socket.close()
