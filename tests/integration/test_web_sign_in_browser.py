@@ -1,6 +1,7 @@
 """The agent's day begins in headless Chromium: signing in with a username and password
 (a wrong password first: one message, the name still typed), seeing their own calls of the
-last days at once, and a session cookie the browser forgets when it closes."""
+last days at once, and a session cookie the browser forgets when it closes. axe-core checks
+the sign-in page; ``make screenshots`` saves it for docs/web.md#signing-in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from callrec.access import passwords, people
 from callrec.access.people import Profile
 from tests.harness.browser import Browser, chromium
 from tests.integration.access_world import add_recording, world
+from tests.integration.test_web_page import accessible, shot
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="needs the Debian package chromium")
 
@@ -32,11 +34,14 @@ async def test_agent_signs_in_with_a_password_and_sees_their_calls(db_dsn: str, 
         page = await browser.new_page()
         await page.goto(base)
         assert await page.eval("document.querySelector('details').open") is False  # tokens: secondary
+        await accessible(page)
 
         await page.submit(FORM, {"username": "alice", "password": "aino's wrong password"})
         assert "That username and password do not match." in await page.text()
         assert await page.eval("document.querySelector('input[name=username]').value") == "alice"
         assert await page.eval("document.querySelector('input[name=password]').value") == ""
+        await accessible(page)
+        await shot(page, "sign-in")
 
         await page.eval("document.querySelector('input[name=password]').value = \"aino's long password\"")
         await page.submit(FORM, {})
