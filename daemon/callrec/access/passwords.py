@@ -1,6 +1,6 @@
 """Passwords for signing in on the page (docs/web.md#signing-in): argon2id with argon2-cffi's
-default parameters, hashed and checked in a worker thread (about 50 ms of CPU each: the event
-loop keeps serving meanwhile).
+default parameters, hashed and checked in one worker thread (each costs tens to hundreds of
+milliseconds of CPU: the event loop keeps serving meanwhile).
 
 Checking costs the same whether or not the person exists, has a password or signs in through
 the directory: an unknown name is checked against a dummy hash, so the time taken does not
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -25,6 +27,15 @@ MAX_LENGTH = 256
 """Longer ones too: a megabyte of "password" would only cost CPU."""
 
 _HASHER = argon2.PasswordHasher()
+# One argon2 computation at a time, beside the event loop: each takes most of a core for tens
+# to hundreds of milliseconds, and a burst of sign-ins (or a flood from many addresses) must
+# queue here rather than take the CPU that recording calls needs (bench/sign_in.py).
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callrec-argon2")
+T = TypeVar("T")
+
+
+async def _off_loop(work: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_WORKER, work, *args)
 
 
 def check_new(password: str) -> str:
@@ -41,7 +52,7 @@ def check_new(password: str) -> str:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, password)
+    return await _off_loop(_HASHER.hash, password)
 
 
 @functools.cache
@@ -100,7 +111,7 @@ async def check_password(db: Db, row: Row | None, password: str) -> Principal | 
     stored: Any = None
     if row is not None and row["sign_in"] == "password":
         stored = row["password_hash"]
-    if not await asyncio.to_thread(_matches, stored, password):
+    if not await _off_loop(_matches, stored, password):
         return None
     assert row is not None and stored is not None
     if _HASHER.check_needs_rehash(stored):
