@@ -6,6 +6,7 @@ counted, never a 500 (docs/web.md#signing-in)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import socket
@@ -135,3 +136,27 @@ async def test_directory_users_are_refused_without_a_directory(db_dsn: str, tmp_
         assert status == 401 and REFUSED in text
         detail = (await sign_ins(w))[0][3]
         assert detail == {"method": "directory", "user": "carol"}
+
+
+async def test_tls_verifies_the_certificate_and_its_name() -> None:
+    """ldaps:// and StartTLS against slapd with a certificate for localhost from a CA of the
+    test: the right CA binds; the system's CAs, or a name the certificate does not carry, do
+    not (the password is never sent then)."""
+    with slapd.running_slapd(DIRECTORY, tls=True) as s:
+        assert s.ldaps_url is not None
+        dn = f"uid={{username}},{slapd.PEOPLE}"
+        ldaps = DirectorySettings(s.ldaps_url, bind_dn=dn, ca_file=s.ca_file, timeout=2.0)
+        starttls = replace(ldaps, url=s.url.replace("127.0.0.1", "localhost"), start_tls=True)
+        log = io.StringIO()
+        for settings in (ldaps, starttls):
+            assert await directory.check(settings, "carol", DIRECTORY["carol"]) == "ok"
+            assert await directory.check(settings, "carol", "wrong") == "refused"
+            untrusted = replace(settings, ca_file=None)
+            by_address = replace(settings, url=settings.url.replace("localhost", "127.0.0.1"))
+            with restored_logging(log):
+                assert await directory.check(untrusted, "carol", DIRECTORY["carol"]) == "unreachable"
+                assert await directory.check(by_address, "carol", DIRECTORY["carol"]) == "unreachable"
+        reasons = [json.loads(line)["error"] for line in log.getvalue().splitlines()]
+        assert len(reasons) == 4 and all("CERTIFICATE_VERIFY_FAILED" in r for r in reasons), reasons
+        assert sum("IP address mismatch" in r for r in reasons) == 2
+        gc.collect()  # a socket left open by a failed handshake would warn here, and fail the test

@@ -11,6 +11,7 @@ is escaped for the DN (RFC 4514) and for the search filter (RFC 4515): a name li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import ssl
 import warnings
@@ -116,12 +117,25 @@ def _find(settings: DirectorySettings, server: ldap3.Server, username: str) -> s
         close(conn)
 
 
+class _Tls(ldap3.Tls):  # type: ignore[misc]  # ldap3 has no type information
+    """TLS as the standard library does it: the certificate and its host name verified in the
+    handshake (ssl.create_default_context). ldap3's own name check uses the deprecated
+    ssl.match_hostname and, when it fails, drops the socket without closing it."""
+
+    def __init__(self, ca_file: str | None) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        self.context = ssl.create_default_context(cafile=ca_file)
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        # A failed handshake closes the new socket and raises: ldap3 reports it as a
+        # connection error (ldaps) or a StartTLS error, both "unreachable" here.
+        connection.socket = self.context.wrap_socket(
+            connection.socket, server_hostname=connection.server.host, do_handshake_on_connect=True
+        )
+
+
 def _server(settings: DirectorySettings) -> ldap3.Server:
-    tls = ldap3.Tls(
-        validate=ssl.CERT_REQUIRED,
-        ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-        version=ssl.PROTOCOL_TLS_CLIENT,
-    )
+    tls = _Tls(str(settings.ca_file) if settings.ca_file else None)
     return ldap3.Server(settings.url, connect_timeout=settings.timeout, tls=tls, get_info=ldap3.NONE)
 
 
@@ -140,6 +154,9 @@ def _open(settings: DirectorySettings, server: ldap3.Server, user: str | None, p
         conn.open()
         if settings.start_tls and not conn.start_tls():
             raise Unreachable(f"StartTLS refused: {conn.result.get('description')}")
+        # Never a password over plain TCP when TLS was asked for, whatever ldap3 reported.
+        if (settings.start_tls or server.ssl) and not isinstance(conn.socket, ssl.SSLSocket):
+            raise Unreachable("the connection is not encrypted although TLS was asked for")
     except BaseException:
         close(conn)
         raise
@@ -148,6 +165,9 @@ def _open(settings: DirectorySettings, server: ldap3.Server, user: str | None, p
 
 def close(conn: Any) -> None:
     """Unbind, and close the socket even when opening it failed (ldap3 leaves it open then)."""
-    conn.unbind()
+    # After a failed handshake the socket is gone: the unbind cannot be sent, and its error
+    # must not replace the one that says why.
+    with contextlib.suppress(Exception):
+        conn.unbind()
     if conn.socket is not None:
         conn.socket.close()
