@@ -167,6 +167,18 @@ async def test_password_sessions_end_at_idle_lifetime_disable_and_password_chang
             assert r.status == 303
         assert await whoami(w, cookie) is None
 
+        # Signing in again in the same browser ends the session it had.
+        first = await session("bob")
+        async with w.client.post(
+            "/signin",
+            data={"username": "dave", "password": "a new password for dave"},
+            cookies={"callrec_session": first},
+            headers=origin,
+            allow_redirects=False,
+        ) as r:
+            assert r.status == 303 and r.cookies["callrec_session"].value != first
+        assert await whoami(w, first) is None
+
 
 async def test_failed_sign_ins_are_throttled_and_then_not_even_checked(db_dsn: str, tmp_path: Path) -> None:
     async with world(db_dsn, tmp_path, refused_per_minute=3) as w:

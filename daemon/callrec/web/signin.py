@@ -102,8 +102,16 @@ async def _sign_in(request: web.Request) -> web.StreamResponse:
     if who is None:
         message = _(request, "That username and password do not match. Check both and try again.")
         return sign_in_page(request, message, status=401, username=username)
+    await _end_previous(request)
     session_id = await sessions.open_person_session(db, who.user_id, method, settings.session_lifetime)
     return open_session_cookie(request, who, session_id)
+
+
+async def _end_previous(request: web.Request) -> None:
+    """Signing in again (as anyone) ends the session the browser had: one browser, one session."""
+    previous = request.cookies.get(serving.COOKIE)
+    if previous:
+        await sessions.close_session(serving.pool(request), previous)
 
 
 async def _with_token(request: web.Request, token: str) -> web.StreamResponse:
@@ -114,6 +122,7 @@ async def _with_token(request: web.Request, token: str) -> web.StreamResponse:
     if session_id is None or who is None:
         message = _(request, "That token is unknown, revoked or expired.")
         return sign_in_page(request, message, status=401, token_open=True)
+    await _end_previous(request)
     return open_session_cookie(request, who, session_id)
 
 
