@@ -197,7 +197,7 @@ def test_pause_and_resume_from_the_agents_page(
         async with Browser.launch(tmp_path / "profile") as browser:
             page = await browser.new_page()
             await page.goto(base)
-            await page.submit("form[action='/signin']", {"token": token})  # signed in before the call
+            await page.submit("form:has(input[name=token])", {"token": token})  # signed in before the call
             started = await asyncio.to_thread(call_recording)
             await page.goto(base)  # the page has no script: it shows the call once loaded again
             seen.append(await page.eval("document.querySelector('section.live p').innerText"))
