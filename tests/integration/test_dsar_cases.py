@@ -177,6 +177,9 @@ async def test_deadline_is_one_calendar_month_as_postgresql_counts_it(w: World) 
     case = await d.open_case(received="2026-01-31")
     assert (await d.post(f"/dsar/{case}/extend", {"reason": "many recordings to review"}))[0] == 303
     assert (await cases.get(w.pool, case)).due_on == date(2026, 4, 30)
+    assert (await d.post(f"/dsar/{case}/status", {"status": "answered"}))[0] == 303
+    status, _, html = await d.post(f"/dsar/{case}/extend", {"reason": "again"})
+    assert status == 409 and "reopen it first" in html
     status, _, html = await d.post(
         "/dsar", {"kind": "data_subject", "requester": "X", "received_on": "2999-01-01"}
     )

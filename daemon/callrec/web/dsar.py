@@ -85,14 +85,13 @@ async def _open(request: web.Request) -> web.StreamResponse:
     await access.grant(db, who, Action.DSAR_SEARCH)
     form = {k: str(v) for k, v in (await request.post()).items() if k in ("kind", "requester", "received_on")}
     try:
-        serving.refuse_control(form.get("received_on", ""), "received_on")
         kind = form.get("kind", "")
         if kind not in cases.KINDS:
             raise cases.BadCase("kind: data_subject or police")
         requester = cases.text(form.get("requester"), "requester")
         assert requester is not None
         received = _received_on(form.get("received_on", ""), reader(request).now().date())
-    except (cases.BadCase, serving.BadParam) as exc:
+    except cases.BadCase as exc:
         return _new_page(request, form, plain(request, exc, _PLAIN), status=400)
     write = serving.audit_in_transaction(request, 303)
     async with db.acquire() as conn, conn.transaction():

@@ -51,7 +51,8 @@ def case_id(request: web.Request) -> int:
 
 
 async def case_of(request: web.Request, *, open_only: bool = False) -> cases.Case:
-    """The URL's case, after the DPO's grant; 404 in plain words when there is none."""
+    """The URL's case, after the DPO's grant; 404 in plain words when there is none, 409 when
+    ``open_only`` and it is answered or refused."""
     db = serving.pool(request)
     await access.grant(db, serving.principal(request), Action.DSAR_SEARCH)
     number = case_id(request)
@@ -59,6 +60,8 @@ async def case_of(request: web.Request, *, open_only: bool = False) -> cases.Cas
         return await (cases.get_open if open_only else cases.get)(db, number)
     except cases.CaseNotFound:
         raise ApiError(404, "not_found", _(request, "There is no such case.")) from None
+    except cases.CaseClosed:
+        raise ApiError(409, "case_closed", _(request, "The case is closed: reopen it first.")) from None
 
 
 def plain(request: web.Request, exc: Exception, words: Mapping[str, str]) -> str:
