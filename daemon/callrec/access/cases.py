@@ -32,10 +32,6 @@ class CaseNotFound(Exception):
     """No such case (404)."""
 
 
-class CaseClosed(Exception):
-    """The case is answered or refused: it takes no more searches or exports."""
-
-
 class BadCase(ValueError):
     """A field of a case is unusable; the message starts with the field's name."""
 
@@ -109,13 +105,6 @@ async def get(db: Db, case_id: int) -> Case:
     if row is None:
         raise CaseNotFound(f"no case {case_id}")
     return _case(row)
-
-
-async def get_open(db: Db, case_id: int) -> Case:
-    case = await get(db, case_id)
-    if case.status != "open":
-        raise CaseClosed(f"case {case.reference} is {case.status}")
-    return case
 
 
 async def listing(db: Db, limit: int = 200) -> list[Case]:

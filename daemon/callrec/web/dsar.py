@@ -22,7 +22,7 @@ from callrec.db.pool import Db
 from callrec.http import middleware as serving
 from callrec.web import dsar_case, holds
 from callrec.web.dsar_case import case_of, plain
-from callrec.web.site import _, page, reader
+from callrec.web.site import N_, _, page, reader
 
 CASE = r"/dsar/{case:[0-9]{1,18}}"
 
@@ -61,11 +61,11 @@ async def _new(request: web.Request) -> web.StreamResponse:
 
 
 _PLAIN = {
-    "requester": "Say who made the request, in one line (a phone number in it is masked).",
-    "received_on": "The date the request was received must be a date, not in the future.",
-    "kind": "Pick the kind of request.",
-    "note": "Say why the request is refused, in one line.",
-    "reason": "Say why the answer needs more time, in one line.",
+    "requester": N_("Say who made the request, in one line (a phone number in it is masked)."),
+    "received_on": N_("The date the request was received must be a date, not in the future."),
+    "kind": N_("Pick the kind of request."),
+    "note": N_("Say why the request is refused, in one line."),
+    "reason": N_("Say why the answer needs more time, in one line."),
 }
 
 
@@ -130,8 +130,11 @@ async def _status(request: web.Request) -> web.StreamResponse:
 
 async def _extend(request: web.Request) -> web.StreamResponse:
     """GDPR Art. 12(3): two further months, the requester told why."""
-    case = await case_of(request, open_only=True)
+    case = await case_of(request)
     form = await request.post()
+    if case.status != "open":
+        error = _(request, "The case is closed: reopen it first.")
+        return await dsar_case.case_page(request, case, error=error, status=409)
     try:
         reason = cases.text(form.get("reason"), "reason")
     except cases.BadCase as exc:

@@ -31,7 +31,7 @@ from callrec.http import core
 from callrec.http import middleware as serving
 from callrec.http.middleware import ApiError, BadParam
 from callrec.recording.facts import Recording
-from callrec.web.site import _, page, reader
+from callrec.web.site import N_, _, page, reader
 
 
 def add_routes(app: web.Application, case: str) -> None:
@@ -50,24 +50,24 @@ def case_id(request: web.Request) -> int:
     return number
 
 
-async def case_of(request: web.Request, *, open_only: bool = False) -> cases.Case:
-    """The URL's case, after the DPO's grant; 404 in plain words when there is none, 409 when
-    ``open_only`` and it is answered or refused."""
+async def case_of(request: web.Request) -> cases.Case:
+    """The URL's case, after the DPO's grant; 404 when there is none."""
     db = serving.pool(request)
     await access.grant(db, serving.principal(request), Action.DSAR_SEARCH)
     number = case_id(request)
     try:
-        return await (cases.get_open if open_only else cases.get)(db, number)
+        return await cases.get(db, number)
     except cases.CaseNotFound:
-        raise ApiError(404, "not_found", _(request, "There is no such case.")) from None
-    except cases.CaseClosed:
-        raise ApiError(409, "case_closed", _(request, "The case is closed: reopen it first.")) from None
+        raise ApiError(404, "not_found", f"no case {number}") from None
 
 
 def plain(request: web.Request, exc: Exception, words: Mapping[str, str]) -> str:
     """A field's error in plain words, in the reader's language (the field names the message)."""
     field = str(exc).partition(":")[0]
-    return _(request, words.get(field, "One of the fields could not be used: check it and try again."))
+    return _(request, words.get(field, _OTHER))
+
+
+_OTHER = N_("One of the fields could not be used: check it and try again.")
 
 
 def dates(request: web.Request) -> dict[str, Any]:
@@ -164,13 +164,13 @@ def _number(text: str) -> int | None:
 
 
 _PLAIN = {
-    "number": "Give the caller's full phone number, as the caller ID shows it (5 digits at least).",
-    "at": "The time of the call is not a date and time we can read.",
-    "window_minutes": "The ± minutes must be a whole number from 0 to 10080 (a week).",
-    "recording_ids": "Tick at least one call to export.",
-    "recipient": "Say who receives the export, in one line.",
-    "legal_basis": "Give the legal basis of the disclosure, in one line.",
-    "employee_identity": "The employees' identity is either left out or included.",
+    "number": N_("Give the caller's full phone number, as the caller ID shows it (5 digits at least)."),
+    "at": N_("The time of the call is not a date and time we can read."),
+    "window_minutes": N_("The ± minutes must be a whole number from 0 to 10080 (a week)."),
+    "recording_ids": N_("Tick at least one call to export."),
+    "recipient": N_("Say who receives the export, in one line."),
+    "legal_basis": N_("Give the legal basis of the disclosure, in one line."),
+    "employee_identity": N_("The employees' identity is either left out or included."),
 }
 
 
@@ -306,6 +306,6 @@ async def _receipt(request: web.Request) -> web.StreamResponse:
     try:
         got = await cases.receipt(serving.pool(request), case.id, number)
     except cases.CaseNotFound:
-        raise ApiError(404, "not_found", _(request, "There is no such export in this case.")) from None
+        raise ApiError(404, "not_found", f"no export {number} in case {case.id}") from None
     title = _(request, "Receipt of the export")
     return page(request, "dsar_receipt.html", title, case=case, receipt=got, **dates(request))

@@ -24,7 +24,7 @@ from callrec.http.middleware import BadParam, recording_id, time_param
 from callrec.privacy import redact
 from callrec.recording.facts import Recording
 from callrec.retention import holds
-from callrec.web.site import _, page, reader
+from callrec.web.site import N_, _, page, reader
 
 _FORM = web.RequestKey("hold_form", dict)
 """A refused form as typed, for the page shown again (``actions``)."""
@@ -53,10 +53,10 @@ async def actions(request: web.Request, who: Principal, rec: Recording) -> dict[
 
 
 _PLAIN = {
-    "reason": "Give the reason, in one line.",
-    "until": "The end of the hold must be a date and time in the future.",
-    "confirm": "Tick the box to confirm that the recording is destroyed for good.",
-    "on_hold": "The recording is on legal hold: release it before erasing it.",
+    "reason": N_("Give the reason, in one line."),
+    "until": N_("The end of the hold must be a date and time in the future."),
+    "confirm": N_("Tick the box to confirm that the recording is destroyed for good."),
+    "on_hold": N_("The recording is on legal hold: release it before erasing it."),
 }
 
 
