@@ -18,6 +18,7 @@ import pytest
 from tests.harness.browser import Browser, Page, chromium
 from tests.integration.access_world import T0, World, add_recording, world
 from tests.integration.test_web_browser import sign_in
+from tests.integration.test_web_page import accessible, shot
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="needs the Debian package chromium")
 
@@ -75,6 +76,7 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
         # The request: opened from the list of requests.
         await page.goto(base + "/dsar")
         await _loaded(page, "document.querySelector('a[href=\"/dsar/new\"]').click()")
+        await accessible(page)
         await page.submit(
             "form[action='/dsar']",
             {"kind": "data_subject", "requester": "Maija Meikäläinen", "received_on": "2026-03-02"},
@@ -94,7 +96,7 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
         assert await page.eval(f"{picks}.map(i => [i.value, i.checked])") == [[calls["mine"], False]]
         row = await page.eval(f"{picks}[0].closest('tr').innerText")
         for shown in ("2 Mar 2026, 10:12:00 EET", "1:00", "Inbound", "0300", "+358405550***", "Aino Nieminen",
-                      "customer-service", "masked number only"):  # fmt: skip
+                      "Customer service", "masked number only"):  # fmt: skip
             assert shown in row, (shown, row)
 
         # A wider search lists the other caller too, still nothing ticked, told apart by its fields.
@@ -105,6 +107,11 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
         both = await page.eval(f"{picks}.map(i => [i.value, i.checked])")
         assert both == [[calls["mine"], False], [calls["other"], False]]
         assert "12:31:00 EET" in await page.text()
+        await accessible(page)
+        await shot(page, "dpo-case")
+        await page.emulate(width=360, height=740)
+        assert await page.sideways_overflow() == 0
+        await page.emulate()
 
         # Back to the first search's page: its results again, no form resubmitted.
         await _loaded(page, f"document.querySelector('a[href=\"{results}#results\"]').click()")
@@ -148,6 +155,11 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
         text = await page.text()
         assert "Maija Meikäläinen" in text and "left out (GDPR Art. 15(4))" in text
         assert await page.eval("document.getElementById('count').innerText") == "1"
+
+        await page.goto(base + "/dsar")
+        assert "DSAR-1" in await page.text()
+        await accessible(page)
+        await shot(page, "dpo-requests")
 
         rows = await w.pool.fetch(
             "SELECT action, status, recording_id FROM audit_log"
