@@ -70,7 +70,7 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
             {"behavior": "allowAndName", "downloadPath": str(downloads), "eventsEnabled": True},
         )
         page = await browser.new_page()
-        await page.send("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Helsinki"})
+        await page.emulate(zone="Europe/Helsinki")
         await sign_in(page, base + "/", w, "dana")
 
         # The request: opened from the list of requests.
@@ -109,8 +109,9 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
         assert "12:31:00 EET" in await page.text()
         await accessible(page)
         await shot(page, "dpo-case")
-        await page.emulate(width=360, height=740)
-        assert await page.sideways_overflow() == 0
+        for width in (360, 770, 1024):  # a phone, just wider than the cards' 48 em, a laptop
+            await page.emulate(width=width, height=740)
+            assert await page.sideways_overflow() <= 0, width  # < 0: a vertical scrollbar's width
         await page.emulate()
 
         # Back to the first search's page: its results again, no form resubmitted.
@@ -148,6 +149,8 @@ async def test_dpo_case_from_request_to_receipt_in_helsinki_time(db_dsn: str, tm
         await page.goto(base + case_url)
         assert "Listened" in await page.eval(f"{picks}[0].closest('tr').innerText")
         await _loaded(page, "document.querySelector('#receipts a').click()")
+        await accessible(page)
+        await shot(page, "dpo-receipt")
         assert (
             await page.eval("document.getElementById('sha256').innerText")
             == hashlib.sha256(bundle).hexdigest()
