@@ -160,6 +160,9 @@ async def test_a_search_survives_back_and_errors_keep_the_form(w: World) -> None
     assert status == 400 and "Tick at least one call" in html and 'value="Lawyer X"' in html
     assert 'name="withhold_employees" value="1">' in html  # unticked as sent, not ticked again
     assert len(_ids(html)) == 1  # the search the export came from
+    other = {"recording_id": str(w.recs["bob"]), "recipient": "X", "legal_basis": "Art. 15"}
+    status, _, html = await d.post(f"/dsar/{case}/export", other)
+    assert status == 400 and "Only the calls found for this request" in html
 
 
 async def test_deadline_is_one_calendar_month_as_postgresql_counts_it(w: World) -> None:

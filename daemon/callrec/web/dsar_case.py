@@ -168,6 +168,7 @@ _PLAIN = {
     "at": N_("The time of the call is not a date and time we can read."),
     "window_minutes": N_("The ± minutes must be a whole number from 0 to 10080 (a week)."),
     "recording_ids": N_("Tick at least one call to export."),
+    "candidate": N_("Only the calls found for this request can be exported from it."),
     "recipient": N_("Say who receives the export, in one line."),
     "legal_basis": N_("Give the legal basis of the disclosure, in one line."),
     "employee_identity": N_("The employees' identity is either left out or included."),
@@ -256,9 +257,9 @@ async def _export(request: web.Request) -> web.StreamResponse:
             try:
                 rid = uuid.UUID(value)
             except ValueError:
-                raise exports.BadExport("recording_ids: not a call of this case") from None
+                raise exports.BadExport("candidate: not a call found for this case") from None
             if not await cases.is_candidate(db, case.id, rid):
-                raise exports.BadExport("recording_ids: not a call of this case")
+                raise exports.BadExport("candidate: not a call found for this case")
 
         async def read() -> core.Fields:
             employees = "withheld" if typed["withhold"] else "included"
