@@ -54,7 +54,7 @@ messages: $(VENV)/.installed
 # The pictures in docs/screenshots/: the browser tests, saving what each role sees.
 screenshots: deps
 	CALLREC_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -p no:cacheprovider -q tests/integration/test_web_page.py \
-		tests/integration/test_web_sign_in_browser.py
+		tests/integration/test_web_sign_in_browser.py tests/integration/test_web_dsar_browser.py
 
 $(VENV)/.installed: pyproject.toml tests/harness/apt-deps.sh
 	tests/harness/apt-deps.sh

@@ -1,13 +1,10 @@
 """The web page in headless Chromium: an agent signs in, searches and plays a recording
-(HTML5 audio seeking through HTTP Range) and cannot reach another agent's recording; the DPO
-runs a data-subject search and downloads the export."""
+(HTML5 audio seeking through HTTP Range) and cannot reach another agent's recording. The
+DPO's data-subject request is in test_web_dsar_browser.py."""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -90,43 +87,3 @@ async def test_agent_searches_plays_and_cannot_reach_another_agents_recording(
         assert {(r["status"], r["outcome"]) for r in plays if r["recording_id"] == bob} == {
             (404, "not_found")
         }
-
-
-async def test_dpo_runs_a_data_subject_search_and_an_export(db_dsn: str, tmp_path: Path) -> None:
-    async with world(db_dsn, tmp_path) as w, Browser.launch(tmp_path / "profile") as browser:
-        base = str(w.client.make_url("/"))
-        downloads = tmp_path / "downloads"
-        await browser.send(
-            "Browser.setDownloadBehavior",
-            {"behavior": "allowAndName", "downloadPath": str(downloads), "eventsEnabled": True},
-        )
-        page = await browser.new_page()
-        await sign_in(page, base, w, "dana")
-        await page.goto(f"{base}dsar")
-        await page.submit(
-            "form[action='/dsar']",
-            {"number": "+358 40 123 4567", "at": local(5), "window_minutes": "10", "case_reference": "D-7"},
-        )
-        text = await page.text()
-        assert "+358401234***" in text
-        ids = await page.eval("[...document.querySelectorAll('input[name=recording_id]')].map(i => i.value)")
-        assert ids == [str(w.recs["alice"])]
-
-        done = browser.expect("Browser.downloadProgress", match=lambda p: p.get("state") == "completed")
-        await page.eval(
-            "(() => { const f = document.querySelector(\"form[action='/export']\");"
-            " f.elements.recording_id.checked = true; f.elements.recipient.value = 'The caller';"
-            " f.elements.case_reference.value = 'DSAR-2026-7';"
-            " f.querySelector('button[type=submit]').click(); })()"
-        )
-        progress = await asyncio.wait_for(done, 15)
-        bundle = zipfile.ZipFile(io.BytesIO((downloads / progress["guid"]).read_bytes()))
-        meta = json.loads(bundle.read("metadata.json"))
-        assert meta["disclosure"] == {
-            "recipient": "The caller",
-            "legal_basis": "GDPR Art. 15",
-            "case_reference": "DSAR-2026-7",
-        }
-        assert [r["id"] for r in meta["recordings"]] == ids
-        actions = [r["action"] for r in await w.pool.fetch("SELECT action FROM audit_log ORDER BY id")]
-        assert actions == ["page", "sign_in", "search", "page", "dsar_search", "export"]

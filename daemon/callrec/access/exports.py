@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
@@ -29,6 +29,11 @@ Source = Callable[[Recording], Iterator[bytes]]
 ``IntegrityError`` when it is missing or fails its check."""
 
 MAX_RECORDINGS = 1000
+EmployeeIdentity = Literal["included", "withheld"]
+EMPLOYEE_IDENTITY: tuple[EmployeeIdentity, ...] = ("included", "withheld")
+# What of a recording's metadata names an employee (the JSON names of facts.Recording): GDPR
+# Art. 15(4), a data subject's copy must not adversely affect the rights of others.
+_EMPLOYEE_FIELDS = ("agent", "agent_user", "agent_display_name")
 _CASE_REFERENCE = re.compile(r"^[A-Za-z0-9 ./:_#()-]{1,100}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -88,7 +93,28 @@ def parse_ids(values: Any) -> list[uuid.UUID]:
         raise BadExport("recording_ids: each must be a recording id (a UUID)") from None
 
 
+def parse_employee_identity(value: Any) -> EmployeeIdentity:
+    """The request's ``employee_identity``: ``included`` (the default) or ``withheld``."""
+    if value is None or value == "":
+        return "included"
+    if value not in EMPLOYEE_IDENTITY:
+        raise BadExport("employee_identity: included or withheld")
+    return "withheld" if value == "withheld" else "included"
+
+
+def _entry(rec: Recording, employee_identity: EmployeeIdentity) -> dict[str, Any]:
+    """A recording's metadata as disclosed. Withheld: no agent's id, login or name, and the
+    agents' stints keep only their times (that the call was transferred, not to whom)."""
+    entry = rec.to_json(access.VIEWS["dpo"], audio=False)
+    if employee_identity == "withheld":
+        for name in _EMPLOYEE_FIELDS:
+            entry.pop(name, None)
+        entry["agents"] = [{k: v for k, v in a.items() if k != "agent"} for a in rec.agents]
+    return entry
+
+
 def _member(rec: Recording) -> str:
+    # Start and id only: a file name never names the agent (or the customer).
     return f"audio/{rec.started_at:%Y%m%dT%H%M%SZ}_{rec.id}{EXTENSIONS[rec.audio_format]}"
 
 
@@ -99,8 +125,11 @@ def build(
     *,
     exported_by: str,
     exported_at: datetime,
+    employee_identity: EmployeeIdentity = "included",
 ) -> Bundle:
-    """Blocking (file copies and hashing): run it in a thread."""
+    """Blocking (file copies and hashing): run it in a thread. ``employee_identity``
+    ``withheld`` leaves every employee's identity out of metadata.json, the exporting DPO's
+    login included, and says so in it (docs/api.md#exports)."""
     out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it after sending
     try:
         sums: list[tuple[str, str]] = []
@@ -120,16 +149,13 @@ def build(
                         f"recording {rec.id}: the audio file does not match its recorded sha256"
                     )
                 sums.append((rec.sha256, name))
-                entries.append(
-                    {k: v for k, v in rec.to_json(access.VIEWS["dpo"], audio=False).items()} | {"file": name}
-                )
+                entries.append(_entry(rec, employee_identity) | {"file": name})
+            manifest: dict[str, Any] = {"disclosure": disclosure.to_json()}
+            if employee_identity == "included":
+                manifest["exported_by"] = exported_by
+            manifest |= {"exported_at": exported_at, "employee_identity": employee_identity}
             metadata = orjson.dumps(
-                {
-                    "disclosure": disclosure.to_json(),
-                    "exported_by": exported_by,
-                    "exported_at": exported_at,
-                    "recordings": entries,
-                },
+                manifest | {"recordings": entries},
                 option=orjson.OPT_INDENT_2,
                 default=str,
             )

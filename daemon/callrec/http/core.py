@@ -50,6 +50,10 @@ _DSAR_LOCK = 0x44534152  # "DSAR": with the user id, one advisory lock per perso
 Fields = Mapping[str, Any]
 ReadFields = Callable[[], Awaitable[Fields]]
 """Reads the request's fields (a JSON body, a form) once the grant allows it."""
+RecordSearch = Callable[[Db, dsar.Result, datetime, int, str | None], Awaitable[None]]
+"""Stores a data-subject search where it belongs (a case, access/cases.py) on the search's
+connection, before its audit row: given the result, the time, the window and the number's
+keyed HMAC (never the number)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,9 @@ class DsarFound:
 class Exported:
     bundle: exports.Bundle
     exported_at: datetime
+    disclosure: exports.Disclosure
+    recording_ids: list[uuid.UUID]
+    employee_identity: exports.EmployeeIdentity
     audit: dict[str, Any]
     """The disclosure record (docs/privacy.md#disclosure)."""
 
@@ -162,11 +169,13 @@ async def dsar_search(
     *,
     per_hour: int,
     audit: holds.Audit,
+    record: RecordSearch | None = None,
 ) -> DsarFound:
     """``read`` gives number, at, window_minutes, case_reference; ``key``: the HMAC key, if
-    configured; ``per_hour``: ``[privacy] dsar_searches_per_hour``. The audit row is written
-    by ``audit`` in the transaction that counted the person's searches, under a lock per
-    person: concurrent searches cannot all pass the count (docs/api.md#limits)."""
+    configured; ``per_hour``: ``[privacy] dsar_searches_per_hour``. ``record`` (the page's
+    case) and the audit row (by ``audit``) are written in the transaction that counted the
+    person's searches, under a lock per person: concurrent searches cannot all pass the count
+    (docs/api.md#limits)."""
     g = await access.grant(db, who, Action.DSAR_SEARCH)
     fields = await _read(read)
     number = fields.get("number")
@@ -197,6 +206,8 @@ async def dsar_search(
         hashed = number_hmac(number, key)
         if hashed is not None:
             detail["number_hmac"] = hashed
+        if record is not None:
+            await record(conn, result, at, window, hashed)
         await audit(conn, detail)
     return DsarFound(at, window, result, detail)
 
@@ -254,8 +265,9 @@ async def _await(aw: Awaitable[T]) -> T:
 
 
 async def export(request: web.Request, who: Principal, read: ReadFields) -> Exported:
-    """``read`` gives recording_ids, recipient, legal_basis, case_reference. The caller must
-    send the bundle with ``send_export``, which closes it."""
+    """``read`` gives recording_ids, recipient, legal_basis, case_reference and optionally
+    employee_identity (``included``, the default, or ``withheld``: GDPR Art. 15(4)). The
+    caller must send the bundle with ``send_export``, which closes it."""
     db = serving.pool(request)
     source = _blocks(db, serving.archive(request), serving.settings(request).asterisk.recordings_dir)
     g = await access.grant(db, who, Action.EXPORT)
@@ -264,24 +276,45 @@ async def export(request: web.Request, who: Principal, read: ReadFields) -> Expo
     disclosure = exports.Disclosure.parse(
         fields.get("recipient"), fields.get("legal_basis"), fields.get("case_reference")
     )
+    employees = exports.parse_employee_identity(fields.get("employee_identity"))
     recordings = await access.get_many(db, g, ids)
     now = datetime.now(UTC)
     bundle = await asyncio.to_thread(
-        exports.build, recordings, source, disclosure, exported_by=who.name, exported_at=now
+        exports.build,
+        recordings,
+        source,
+        disclosure,
+        exported_by=who.name,
+        exported_at=now,
+        employee_identity=employees,
     )
     detail = disclosure.to_json() | {
+        "employee_identity": employees,
         "recording_ids": [str(i) for i in ids],
         "bundle_sha256": bundle.sha256,
         "bundle_bytes": bundle.size,
     }
-    return Exported(bundle, now, detail)
+    return Exported(bundle, now, disclosure, ids, employees, detail)
 
 
-async def send_export(request: web.Request, exported: Exported) -> web.StreamResponse:
-    """The disclosure is in the audit log before the first byte of the bundle leaves."""
+RecordExport = Callable[[Db, Exported], Awaitable[None]]
+"""Stores an export's receipt (a case's, access/cases.py) in the transaction of its audit row."""
+
+
+async def send_export(
+    request: web.Request, exported: Exported, record: RecordExport | None = None
+) -> web.StreamResponse:
+    """The disclosure is in the audit log (and ``record``'s receipt with it, in one
+    transaction) before the first byte of the bundle leaves."""
     bundle = exported.bundle
     try:
-        await serving.commit(request, 200, **exported.audit)
+        if record is None:
+            await serving.commit(request, 200, **exported.audit)
+        else:
+            write = serving.audit_in_transaction(request)
+            async with serving.pool(request).acquire() as conn, conn.transaction():
+                await record(conn, exported)
+                await write(conn, exported.audit)
         headers = {
             "Content-Type": "application/zip",
             "Content-Disposition": (

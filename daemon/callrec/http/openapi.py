@@ -241,6 +241,13 @@ DOCUMENT: dict[str, Any] = {
                             "recipient": {"type": "string", "maxLength": 300},
                             "legal_basis": {"type": "string", "maxLength": 300},
                             "case_reference": {"type": "string", "maxLength": 100},
+                            "employee_identity": {
+                                "type": "string",
+                                "enum": ["included", "withheld"],
+                                "default": "included",
+                                "description": "withheld: no agent's id, login or name (nor the exporter's)"
+                                " in metadata.json, which says so (GDPR Art. 15(4))",
+                            },
                         },
                     }
                 ),

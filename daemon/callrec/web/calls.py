@@ -25,7 +25,7 @@ from callrec.http import core
 from callrec.http import middleware as serving
 from callrec.http.middleware import BadParam, recording_id
 from callrec.recording.facts import Recording
-from callrec.web import live, render
+from callrec.web import holds, live, render
 from callrec.web.site import N_, _, page, reader
 
 PAGE_SIZE = 25
@@ -211,6 +211,7 @@ async def _recording(request: web.Request) -> web.StreamResponse:
         full=access.VIEWS[who.role] == "full",
         may_play=access.allowed(who.role, Action.PLAY),
         back=_back(request),
+        **await holds.actions(request, who, rec),  # the DPO's hold, release, erase (web/holds.py)
     )
 
 
