@@ -45,12 +45,14 @@ def of(kind: type, cmds: list[tuple[int, Any]]) -> list[Any]:
 
 def test_inbound_call_recorded_once_on_the_customer_channel() -> None:
     events = list(transcript("inbound"))
-    tracker = CallTracker(REGISTERS)
+    tracker = CallTracker(REGISTERS, node="pbx1.example.org")
     cmds = replay(tracker, events)
     (start,) = of(StartRecording, cmds)
     assert start.channel_name.startswith("Local/0300@callrec-inbound-") and start.channel_name.endswith(";2")
     assert (start.register, start.direction) == ("customer-service", "inbound")
-    assert start.file_path.endswith(f"/{start.recording_id}.wav") and start.file_path.count("/") == 3
+    # The file names its register and node: a file left without a row says whose it is.
+    assert start.file_path.endswith(f"/{start.recording_id}.customer-service.pbx1.example.org.wav")
+    assert start.file_path.count("/") == 3
     # It starts at the event that marks the call, which comes after the answer.
     i_start = next(i for i, c in cmds if isinstance(c, StartRecording))
     assert events[i_start]["type"] == "ChannelVarset" and events[i_start]["variable"] == "__CALLREC_REGISTER"
@@ -349,7 +351,7 @@ def test_unused_event_types_are_ignored() -> None:
 
 def test_ids_are_injectable() -> None:
     fixed = uuid.UUID(int=1)
-    t = CallTracker(REGISTERS, new_id=lambda: fixed, file_path=lambda rid, now: f"x/{rid}.wav")
+    t = CallTracker(REGISTERS, new_id=lambda: fixed, file_path=lambda rid, now, register: f"x/{rid}.wav")
     (start,) = t.handle(
         ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
     )

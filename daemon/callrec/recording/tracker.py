@@ -41,6 +41,7 @@ from callrec.asterisk.ari_events import (
 )
 from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
+from callrec.recording import layout
 from callrec.recording.commands import (
     Command,
     FinishRecording,
@@ -49,7 +50,6 @@ from callrec.recording.commands import (
     StopRecording,
 )
 from callrec.recording.facts import AgentStint, Parties, StartRecording
-from callrec.recording.layout import default_file_path
 
 # The commands are re-exported: the recorder and the tests take them from here.
 __all__ = ["CallTracker", "Command", "FinishRecording", "PauseRecording", "Problem", "StopRecording"]
@@ -116,12 +116,15 @@ class CallTracker:
         *,
         hmac_key: bytes | None = None,
         new_id: Callable[[], uuid.UUID] = uuid.uuid4,
-        file_path: Callable[[uuid.UUID, float], str] = default_file_path,
+        file_path: Callable[[uuid.UUID, float, str], str] | None = None,
+        node: str = "",
     ) -> None:
         self._registers = registers
         self._hmac_key = hmac_key
         self._new_id = new_id
-        self._file_path = file_path
+        # The file names its register and node: a file left without a row still says whose it
+        # is (recording/layout.py, recording/strays.py).
+        self._file_path = file_path or (lambda rid, now, register: layout.file_path(rid, now, register, node))
         self._channels: dict[str, _Channel] = {}
         self._calls: dict[str, _Call] = {}
 
@@ -460,7 +463,7 @@ class CallTracker:
                 direction=register.direction,
                 channel_id=recorded.id,
                 channel_name=recorded.name,
-                file_path=found[1] if found is not None else self._file_path(rid, now),
+                file_path=found[1] if found is not None else self._file_path(rid, now, register.name),
                 answered_at=now,
                 service_number=call.service_number,
                 customer_number_masked=customer[0],
