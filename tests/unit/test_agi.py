@@ -138,7 +138,9 @@ async def test_mixmonitor_runs_on_the_channel_before_the_agi_returns(daemon: Dae
     assert len(commands) == 2
     exec_line = commands[1]
     (rid,) = daemon.memory.pending
-    assert exec_line.startswith('EXEC MixMonitor "') and exec_line.endswith(f'{rid}.customer-service.wav.done"')
+    assert exec_line.startswith('EXEC MixMonitor "') and exec_line.endswith(
+        f'{rid}.customer-service.wav.done"'
+    )
     assert f"/{rid}.customer-service.wav,,touch " in exec_line
     assert daemon.mixer.started == []  # no AMI hop
     # ARI then reports the answer: the event mode starts nothing more.

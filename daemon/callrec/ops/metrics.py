@@ -107,6 +107,12 @@ RECORDINGS_RECOVERED = Counter(
     ["register", "interrupted"],
     registry=REGISTRY,
 )
+STRAY_FILES = Counter(
+    "callrec_stray_files_total",
+    "Recordings found in recordings_dir with no journal entry or row (recording/strays.py).",
+    ["outcome"],  # recovered: a recovered row is written | unclaimed: no register, left alone
+    registry=REGISTRY,
+)
 DISK_LOW = Gauge(
     "callrec_recordings_dir_low",
     "1 while free space in recordings_dir is below [daemon] disk_low_bytes.",
@@ -241,6 +247,8 @@ def init_series(registers: Iterable[str], retention_interval: float) -> None:
         ARCHIVE_FAILURES.labels(reason=reason)
     for where in ("serve", "verify", "export"):
         ARCHIVE_CORRUPT.labels(where=where)
+    for outcome in ("recovered", "unclaimed"):
+        STRAY_FILES.labels(outcome=outcome)
     RETENTION_INTERVAL.set(retention_interval)
 
 

@@ -26,6 +26,13 @@ Candidate = tuple[uuid.UUID, str, int]
 """An orphan candidate: the uuid in its name, its path under recordings_dir, its size."""
 
 
+def orphan_age(retention_days: Iterable[int], orphan_grace: float) -> float:
+    """Seconds since its last write after which an audio file no row knows is an orphan: the
+    longest retention plus ``[retention] orphan_grace``. The start-up scan of files without a
+    row (recording/strays.py) stays a day short of it, so the two never take the same file."""
+    return max(retention_days, default=0) * 86400.0 + orphan_grace
+
+
 def keep_dirs_from(now: float | None = None) -> date:
     """Day directories from this date on are never removed: the recorder may be creating
     today's (UTC, like the file names) for a call that starts this instant."""
