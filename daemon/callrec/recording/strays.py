@@ -171,6 +171,7 @@ class StrayScan:
         self._playing = playing
         self._clock = clock
         self._unclaimed: set[uuid.UUID] = set()
+        self._passes = 0
         self.first_pass = asyncio.Event()
         """Set once the first pass is over (the retention sweep waits for it)."""
 
@@ -204,7 +205,7 @@ class StrayScan:
             log.warning("file scan could not read what is known; retrying", error=str(exc)[:200])
             return len(found)
         known |= {r["id"] for r in rows}
-        live = 0
+        live = recovered = unclaimed = 0
         for f in self._unknown(found, known):
             if str(rules.root / f.named.path) in playing or f.mtime > now - rules.quiet:
                 live += 1
@@ -212,17 +213,28 @@ class StrayScan:
             register = rules.register_of(f.named)
             if register is None:
                 self._leave(f)
+                unclaimed += 1
                 continue
             seconds = await asyncio.to_thread(audio_seconds, rules.root / f.named.path)
             if self._recorder.state_of(f.named.recording_id) is not None:
                 continue  # taken by this run meanwhile
             self._recorder.recover(_facts(f, register, seconds), interrupted=False)
+            recovered += 1
             metrics.STRAY_FILES.labels(outcome="recovered").inc()
             log.info(
                 "recording recovered from a file without journal entry or row",
                 recording_id=str(f.named.recording_id),
                 register=register.name,
                 file=f.named.path,
+            )
+        self._passes += 1
+        if self._passes == 1 or recovered or unclaimed:
+            log.info(
+                "files without journal entry or row looked at",
+                files=len(found),
+                recovered=recovered,
+                live=live,
+                unclaimed=unclaimed,
             )
         return live
 
