@@ -1,5 +1,5 @@
 """Recordings in ``recordings_dir`` that no journal entry and no row know: a ``recovered`` row
-each, written from the file at start (docs/recording.md#files-without-a-row).
+each, written from the file at start (docs/architecture.md#files-without-a-journal-entry-or-row).
 
 The journal covers every recording callrec starts, and MIXMONITOR_FILENAME covers the few
 milliseconds of event mode in which MixMonitor runs before its journal entry is written. What
