@@ -1,7 +1,8 @@
 """Files in recordings_dir with no journal entry and no row: the whole daemon (App) on the
 wire-level fakes and a real PostgreSQL gives each of this node's a ``recovered`` row at start,
 leaves what is known, another node's, a live call's and the orphan sweep's alone, and its
-sweep then takes what is the sweep's (recording/strays.py, docs/architecture.md#files-without-a-journal-entry-or-row)."""
+sweep then takes what is the sweep's (recording/strays.py,
+docs/architecture.md#files-without-a-journal-entry-or-row)."""
 
 from __future__ import annotations
 

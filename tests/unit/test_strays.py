@@ -12,7 +12,7 @@ import pytest
 
 from callrec.config import Register, Retention, load
 from callrec.recording import layout
-from callrec.recording.strays import Rules, audio_seconds, find
+from callrec.recording.strays import Rules, audio_seconds, find, restat
 from callrec.retention.files import orphan_age, scan_day
 from tests.harness.audio import tone_wav
 from tests.harness.config import offline_toml
@@ -145,3 +145,21 @@ def test_the_scan_stops_a_day_short_of_the_orphan_sweep(tmp_path: Path) -> None:
     assert rules.quiet == s.file_wait_timeout and rules.node == "pbx1"
     # 6 months (186 days at most) + 7 days' grace - 1 day.
     assert rules.window == (186 + 7 - 1) * 86400.0
+
+
+def test_a_short_orphan_age_keeps_half_of_it_between_scan_and_sweep(tmp_path: Path) -> None:
+    cfg = tmp_path / "callrec.toml"
+    text = offline_toml(tmp_path, "postgresql://x@localhost/x", '[retention]\norphan_grace = "1 hour"')
+    cfg.write_text(text.replace('retention = "6 months"', 'retention = "1 day"'))
+    assert Rules.of(load(cfg)).window == (86400.0 + 3600.0) / 2
+
+
+def test_files_looked_at_again_are_read_as_they_are_now(tmp_path: Path) -> None:
+    kept, gone = uuid.uuid4(), uuid.uuid4()
+    a = _file(tmp_path, f"{kept}.customer-service.pbx1.wav", age=60)
+    b = _file(tmp_path, f"{gone}.customer-service.pbx1.wav", age=60)
+    before = find(tmp_path, NOW - 3600, "pbx1")
+    a.write_bytes(b"longer now")
+    b.unlink()
+    (now,) = restat(tmp_path, before)
+    assert now.named.recording_id == kept and now.size == len(b"longer now") and now.mtime > NOW - 60

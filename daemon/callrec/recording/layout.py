@@ -6,8 +6,9 @@ a comma in a name would shift its arguments (docs/asterisk.md#commas-in-ami-argu
 
 ``YYYY/MM/DD/<uuid>.<register>.<node>.wav``: a file left without a journal entry or row names
 its own register and node, so the start-up scan can give it a ``recovered`` row
-(recording/strays.py, docs/architecture.md#files-without-a-journal-entry-or-row). The customer's number never is
-in a name. Files named before this, ``YYYY/MM/DD/<uuid>.wav``, stay valid everywhere.
+(recording/strays.py, docs/architecture.md#files-without-a-journal-entry-or-row). The
+customer's number never is in a name. Files named before this, ``YYYY/MM/DD/<uuid>.wav``, stay
+valid everywhere.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ from callrec.retention.files import day_dirs, orphan_age
 log = structlog.get_logger("callrec.strays")
 
 SWEEP_MARGIN = 86400.0
-"""Files this close to the orphan sweep's cutoff are left to the sweep."""
+"""Files this close to the orphan sweep's cutoff are left to the sweep (half the orphan age
+when that is under two days)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,19 @@ def find(root: Path, since: float, tag: str) -> list[Found]:
     return found
 
 
+def restat(root: Path, files: Iterable[Found]) -> list[Found]:
+    """``files`` as they are now; those gone or no longer regular files are left out."""
+    now: list[Found] = []
+    for f in files:
+        try:
+            st = os.lstat(root / f.named.path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            now.append(Found(f.named, st.st_size, st.st_mtime))
+    return now
+
+
 def audio_seconds(path: Path) -> float:
     """The length of the WAV's audio, from its size (a header cut by a crash has no sizes)."""
     try:
@@ -101,6 +115,9 @@ def audio_seconds(path: Path) -> float:
         data = min(data, pcm.data_size)
     return max(data, 0) / (pcm.rate * pcm.channels * 2) if pcm.rate else 0.0
 
+
+_BATCH = 10_000
+"""Files looked up in PostgreSQL per statement (a folder of WAVs kept unarchived is large)."""
 
 # Known to PostgreSQL: a row (by id or path), a disposal begun, or one done.
 _KNOWN = """
@@ -141,7 +158,7 @@ class Rules:
             s.node,
             s.registers,
             s.unclaimed_register,
-            window=orphan_age(days, s.orphan_grace) - SWEEP_MARGIN,
+            window=(age := orphan_age(days, s.orphan_grace)) - min(SWEEP_MARGIN, age / 2),
             quiet=s.file_wait_timeout,
         )
 
@@ -176,39 +193,45 @@ class StrayScan:
         """Set once the first pass is over (the retention sweep waits for it)."""
 
     async def run(self, playing: set[str]) -> None:
-        """A pass now; files that were live are looked at again every ``quiet`` seconds."""
+        """A pass over recordings_dir now; the files that were live (or could not be looked up)
+        are looked at again, alone, every ``quiet`` seconds until none is left."""
+        rules = self._rules
         try:
-            waiting = await self.scan(playing)
+            since = self._clock() - rules.window
+            found = await asyncio.to_thread(find, rules.root, since, node_tag(rules.node))
+            waiting = await self.scan(playing, found)
         finally:
             self.first_pass.set()
         while waiting:
-            await asyncio.sleep(self._rules.quiet)
+            await asyncio.sleep(rules.quiet)
             try:
                 playing = await self._playing()
             except Exception as exc:  # Asterisk away: its channels are not known, try later
                 log.warning("cannot list channels for the file scan; retrying", error=str(exc)[:200])
                 continue
-            waiting = await self.scan(playing)
+            waiting = await self.scan(playing, await asyncio.to_thread(restat, rules.root, waiting))
 
-    async def scan(self, playing: set[str]) -> int:
-        """One pass; how many files are still live (or the pass could not finish)."""
+    async def scan(self, playing: set[str], found: list[Found]) -> list[Found]:
+        """One pass over ``found``; returns the files to look at again."""
         rules, now = self._rules, self._clock()
-        found = await asyncio.to_thread(find, rules.root, now - rules.window, node_tag(rules.node))
         if not found:
-            return 0
+            return []
         try:
             known = await self._journal.known_ids()
-            rows = await self._db.fetch(
-                _KNOWN, [f.named.recording_id for f in found], [f.named.path for f in found]
-            )
+            for i in range(0, len(found), _BATCH):
+                batch = found[i : i + _BATCH]
+                rows = await self._db.fetch(
+                    _KNOWN, [f.named.recording_id for f in batch], [f.named.path for f in batch]
+                )
+                known |= {r["id"] for r in rows}
         except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
             log.warning("file scan could not read what is known; retrying", error=str(exc)[:200])
-            return len(found)
-        known |= {r["id"] for r in rows}
-        live = recovered = unclaimed = 0
+            return found
+        live: list[Found] = []
+        recovered = unclaimed = 0
         for f in self._unknown(found, known):
             if str(rules.root / f.named.path) in playing or f.mtime > now - rules.quiet:
-                live += 1
+                live.append(f)
                 continue
             register = rules.register_of(f.named)
             if register is None:
@@ -233,7 +256,7 @@ class StrayScan:
                 "files without journal entry or row looked at",
                 files=len(found),
                 recovered=recovered,
-                live=live,
+                live=len(live),
                 unclaimed=unclaimed,
             )
         return live
