@@ -31,6 +31,8 @@ if [ -z "$deb_only" ]; then
   # anyone who prefers Selenium; the tests do not need it).
   command -v chromium >/dev/null || tools+=(chromium)
   command -v chromedriver >/dev/null || tools+=(chromium-driver)
+  # bench/event_path.py counts instructions with callgrind.
+  command -v valgrind >/dev/null || tools+=(valgrind)
 fi
 if [ ${#need[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ] || [ -n "$build_dep" ]; then
   echo "installing: ${need[*]} ${tools[*]}${build_dep:+ (and the build dependencies of debian/control)}"
