@@ -9,9 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from callrec.config import Register, Retention, load
-from callrec.recording import layout
+from callrec.recording import layout, strays
 from callrec.recording.strays import Rules, audio_seconds, find, restat
 from callrec.retention.files import orphan_age, scan_day
 from tests.harness.audio import tone_wav
@@ -163,3 +164,18 @@ def test_files_looked_at_again_are_read_as_they_are_now(tmp_path: Path) -> None:
     b.unlink()
     (now,) = restat(tmp_path, before)
     assert now.named.recording_id == kept and now.size == len(b"longer now") and now.mtime > NOW - 60
+
+
+async def test_an_unreadable_recordings_dir_ends_the_scan_with_a_line_not_the_daemon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def denied(root: Path, since: float, tag: str) -> list[object]:
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(strays, "find", denied)
+    rules = Rules(Path("/r"), "pbx1", REGISTERS, None, window=1.0, quiet=1.0)
+    scan = strays.StrayScan(rules, None, None, None, None)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        await scan.run(set())
+    assert scan.first_pass.is_set()
+    assert [e["event"] for e in logs] == ["cannot read recordings_dir for the file scan; next start"]

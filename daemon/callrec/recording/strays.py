@@ -7,7 +7,8 @@ is left: that window with a call that also ended before the next start, a lost o
 ``state_dir``, an Asterisk restart that took the channel and its variables. Then only the file
 is left, and its name says whose it is: ``<uuid>.<register>.<node>.wav`` (recording/layout.py).
 
-Rules, in this order (tests/unit/test_strays.py, tests/e2e/test_unjournaled.py):
+Rules, in this order (tests/unit/test_strays.py, tests/integration/test_strays.py,
+tests/e2e/test_unjournaled.py):
 
 * Only this node's files: a name that carries another node's tag is that node's to recover
   (several PBXs on shared storage, docs/retention.md#several-nodes).
@@ -200,6 +201,9 @@ class StrayScan:
             since = self._clock() - rules.window
             found = await asyncio.to_thread(find, rules.root, since, node_tag(rules.node))
             waiting = await self.scan(playing, found)
+        except OSError as exc:  # recordings_dir unreadable: recording itself says so loudly
+            log.error("cannot read recordings_dir for the file scan; next start", error=str(exc)[:200])
+            return
         finally:
             self.first_pass.set()
         while waiting:
