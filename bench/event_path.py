@@ -5,7 +5,8 @@ The path is the daemon's own code for one inbound call of the sample dialplan: t
 messages of ``tests/unit/transcripts/inbound.jsonl`` (ids made unique per call, as
 bench/throughput.py sends them) through ``AriClient._deliver`` (the raw-byte skip, orjson,
 the event counter), ``parse_event`` and ``CallTracker.handle``, up to the StartRecording and
-Finish commands (not executed: no websocket, event loop, journal or AMI). Each count is two
+Finish commands (not executed: no websocket, event loop, journal or AMI), with a number HMAC
+key as installed daemons have. Each count is two
 runs under callgrind with the same setup, one delivering N calls and one delivering none; the
 difference over N is one call's instructions.
 
@@ -51,9 +52,9 @@ def replay(calls: int, deliver: bool) -> int:
         return [e.encode() for e in text.split("\n")]
 
     streams = [raw(template._a, k) + raw(template._b, k) for k in range(calls)]
-    tracker = CallTracker(
-        {"customer-service": Register("customer-service", "inbound", Retention(1, "month"))}
-    )
+    register = Register("customer-service", "inbound", Retention(1, "month"))
+    # With a number HMAC key, as every installed daemon has one (the package's postinst makes it).
+    tracker = CallTracker({register.name: register}, hmac_key=b"bench-number-hmac-key-32-bytes!!")
     settings = AriSettings(
         "http://127.0.0.1:1", "u", "p", "callrec", event_types=EVENT_TYPES, skip_raw=irrelevant_raw
     )

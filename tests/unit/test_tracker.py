@@ -369,6 +369,25 @@ def test_hmac_of_the_customer_number_with_a_key() -> None:
     assert "4567" not in repr(t.__dict__)
 
 
+def test_the_callers_number_is_masked_again_only_when_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every event of the recorded channel carries its caller ID; masking and HMAC run once per
+    # number it has (bench/event_path.py), and a changed number still reaches the row.
+    from callrec.recording import tracker as module
+
+    hashed: list[str | None] = []
+    real = module.number_hmac
+    monkeypatch.setattr(module, "number_hmac", lambda raw, key: hashed.append(raw) or real(raw, key))
+    t = CallTracker(REGISTERS, hmac_key=b"secret-key-abcdefghij")
+    t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
+    for i in range(5):
+        t.handle(ev("ChannelStateChange", chan("a")), 1 + i)
+    t.handle(ev("ChannelCallerId", chan("a", number="+358409876543")), 7)
+    t.handle(ev("ChannelStateChange", chan("a", number="+358409876543")), 8)
+    (finish,) = t.handle(ev("ChannelDestroyed", chan("a", number="+358409876543")), 9)
+    assert finish.parties.customer_number_masked == "+358409876***"
+    assert len(hashed) == 2
+
+
 # --- AGI mode: claim() -----------------------------------------------------------------------
 
 

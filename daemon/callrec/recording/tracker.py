@@ -89,6 +89,8 @@ class _Call:
     """(masked, hmac) of CALLREC_CUSTOMER_NUMBER, which wins over the caller ID."""
     customer_from_caller: tuple[str | None, str | None] = (None, None)
     """(masked, hmac) of the anchor's caller ID number."""
+    caller_seen: int | None = None
+    """``hash()`` of the caller ID number ``customer_from_caller`` was made from (in memory only)."""
     agent: str | None = None
     agents: list[_Stint] = field(default_factory=list)
     recording: uuid.UUID | None = None
@@ -165,7 +167,7 @@ class CallTracker:
             out.append(PauseRecording(call.recording, (event.value or "0").strip() not in ("0", ""), now))
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
-            call.customer_from_caller = self._customer(snap.caller_number)
+            self._caller_customer(call, snap.caller_number)
         self._note_agents(chan, now)
         if event.kind == "hangup_request":
             self._agent_left(chan, now)
@@ -232,7 +234,7 @@ class CallTracker:
         if outbound and not answered and self._answered(call, call.anchor or chan) is None:
             return out
         call.anchor = chan
-        call.customer_from_caller = self._customer(snap.caller_number)
+        self._caller_customer(call, snap.caller_number)
         self._start(call, chan, register, now, out)
         return out
 
@@ -267,7 +269,7 @@ class CallTracker:
         if call.register is None or call.recording is not None:
             return None
         call.anchor = chan
-        call.customer_from_caller = self._customer(event.channel.caller_number)
+        self._caller_customer(call, event.channel.caller_number)
         self._start(call, chan, call.register, now, out, (recording_id, file_path))
         return next((c for c in out if isinstance(c, StartRecording)), None)
 
@@ -418,6 +420,15 @@ class CallTracker:
     def _customer(self, raw: str | None) -> tuple[str | None, str | None]:
         # The one place a full number is read; only its masked form and HMAC are kept.
         return mask_number(raw), number_hmac(raw, self._hmac_key)
+
+    def _caller_customer(self, call: _Call, raw: str | None) -> None:
+        """Every event of the anchor carries its caller ID: masked and HMAC'd only when it
+        changes (a transfer), not 14 times a call (bench/event_path.py). What is kept to tell
+        is Python's per-process salted hash of it, in memory, never written anywhere."""
+        seen = hash(raw)
+        if seen != call.caller_seen:
+            call.caller_seen = seen
+            call.customer_from_caller = self._customer(raw)
 
     def _maybe_start(self, call: _Call, now: float, out: list[Command]) -> None:
         anchor, register = call.anchor, call.register
