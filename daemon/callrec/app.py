@@ -52,6 +52,7 @@ from callrec.recording.lean import Lean
 from callrec.recording.outbox import Outbox
 from callrec.recording.pause import Pauses
 from callrec.recording.recorder import Recorder
+from callrec.recording.strays import Rules, StrayScan
 from callrec.recording.tracker import CallTracker
 from callrec.retention.sweep import Sweeper
 from callrec.retry import Backoff, Stopped, retry
@@ -78,7 +79,7 @@ class App:
                 subscribe_all=settings.mode != "lean",
             )
         )
-        self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key)
+        self.tracker = CallTracker(settings.registers, hmac_key=settings.number_hmac_key, node=settings.node)
         self.pauses = Pauses(self.ami, max_pause=settings.max_pause, audit_sink=self._audit)
         self.store: Store | None = None
         self.journal: Journal | None = None
@@ -87,6 +88,8 @@ class App:
         self.lean: Lean | None = None
         """Lean mode (recording/lean.py): only the recorded channels are watched."""
         self.closes: CloseWatch | None = None
+        self.strays: StrayScan | None = None
+        """Files in recordings_dir without journal entry or row (recording/strays.py)."""
         self.archive = open_archive(settings)
         """``None`` with ``[archive] enabled = false``: recordings stay MixMonitor's WAV."""
         self.archiver: Archiver | None = None
@@ -143,12 +146,8 @@ class App:
         started = str(status.get("startup_time", "")) if isinstance(status, dict) else ""
         restarted = self._asterisk_started is not None and started != self._asterisk_started
         self._asterisk_started = started
-        live: list[ChannelEvent] = []
-        for obj in sorted(await self.ari.channels(), key=lambda c: str(c.get("creationtime", ""))):
-            try:
-                live.append(parse_channel(obj))
-            except MalformedEvent:
-                metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc()
+        live = await self._channels()
+        playing = _playing(live)
         if self.lean is not None:
             live = self.lean.live(live, (f.channel_id for f in self._pending_at_start or ()))
         if self._pending_at_start is not None:
@@ -165,6 +164,9 @@ class App:
                     self.recorder.recover(facts, interrupted=False)
             self._adopt_unjournaled(live, {f.recording_id for f in self._pending_at_start})
             self._pending_at_start = None
+            if self.strays is not None:
+                # After the adoptions: what is left in recordings_dir has no owner in this run.
+                self._spawn(self.strays.run(playing), "strays")
         self.recorder.execute(self.tracker.reconcile(live, time.time(), restarted=restarted))
         if self.lean is not None:
             await self.lean.resubscribe()
@@ -174,6 +176,18 @@ class App:
             calls=self.tracker.call_count,
             asterisk_restarted=restarted,
         )
+
+    async def _channels(self) -> list[ChannelEvent]:
+        live: list[ChannelEvent] = []
+        for obj in sorted(await self.ari.channels(), key=lambda c: str(c.get("creationtime", ""))):
+            try:
+                live.append(parse_channel(obj))
+            except MalformedEvent:
+                metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc()
+        return live
+
+    async def _playing(self) -> set[str]:
+        return _playing(await self._channels())
 
     def _adopt_unjournaled(self, live: list[ChannelEvent], journaled: set[uuid.UUID]) -> None:
         """Event mode sends MixMonitor without waiting for the journal's fsync: a kill -9 in
@@ -261,7 +275,14 @@ class App:
         if self.archiver is not None:
             self._spawn(self.archiver.run(), "archive")
         store = self.archive.store if self.archive is not None else None
-        self._spawn(Sweeper(self.store.pool, s, store).run_forever(), "retention")
+        self.strays = StrayScan(
+            Rules.of(s),
+            self.journal,
+            self.store.pool,
+            self.recorder,
+            self._playing,
+        )
+        self._spawn(self._retention(Sweeper(self.store.pool, s, store)), "retention")
         self._spawn(self._gauges(), "gauges")
         # READY only once every connection is up (systemd Type=notify).
         waits: asyncio.Future[Any] = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())
@@ -274,6 +295,14 @@ class App:
         else:
             waits.cancel()
         await asyncio.gather(waits, stop, return_exceptions=True)
+
+    async def _retention(self, sweeper: Sweeper) -> None:
+        """The sweep starts after the start-up scan of recordings_dir has given its files rows
+        (recording/strays.py); an Asterisk that stays away holds it up one interval at most."""
+        if self.strays is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.strays.first_pass.wait(), self.settings.retention_interval)
+        await sweeper.run_forever()
 
     async def _connect_store(self) -> Store:
         def failed(exc: BaseException, retry_in: float) -> None:
@@ -411,3 +440,8 @@ class App:
             await self.main_loop()
         finally:
             await self.shutdown()
+
+
+def _playing(channels: list[ChannelEvent]) -> set[str]:
+    """The files MixMonitor is writing on the channels that are up (MIXMONITOR_FILENAME)."""
+    return {ev.channel.mixmonitor_file for ev in channels if ev.channel.mixmonitor_file}

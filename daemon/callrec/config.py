@@ -104,6 +104,9 @@ class Settings:
     log_level: str
     node: str = ""
     """This callrec's name in the rows it writes (default: the host name)."""
+    unclaimed_register: str | None = None
+    """The register of a file found without journal entry or row whose name gives none
+    (recording/strays.py); ``None``: such a file is left to the orphan sweep."""
     state_dir: Path = Path("/var/lib/callrec")
     """The daemon's own durable state (the outbox journal)."""
     disk_low_bytes: int = 1 << 30
@@ -202,6 +205,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
     mode = dmn.get("mode", str, "event")
     if mode not in ("event", "lean"):
         raise ConfigError('daemon.mode: expected "event" or "lean"')
+    unclaimed_register = dmn.get("unclaimed_register", str, "") or None
     dmn.refuse_unknown()
 
     ret = top.table("retention")
@@ -279,6 +283,11 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         raise ConfigError(
             'registers: none configured; add e.g. [registers.customer-service] direction = "inbound"'
         )
+    if unclaimed_register is not None and unclaimed_register not in registers:
+        raise ConfigError(
+            f"daemon.unclaimed_register: {unclaimed_register!r} is not a configured register"
+            f" (one of {', '.join(sorted(registers))})"
+        )
     top.refuse_unknown()
     return Settings(
         asterisk=asterisk,
@@ -290,6 +299,7 @@ def _parse(data: Mapping[str, Any]) -> Settings:
         max_pause=max_pause,
         log_level=log_level,
         node=node,
+        unclaimed_register=unclaimed_register,
         state_dir=state_dir,
         disk_low_bytes=disk_low_bytes,
         retention_interval=retention_interval,

@@ -4,6 +4,7 @@ which needs the audio's real length (recording/recorder.py)."""
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,18 @@ def read_wav_header(f: BinaryIO) -> Pcm:
             f.seek(size + (size & 1), 1)
 
 
-def seconds_of(path: Path, size: int) -> float | None:
-    """How long the audio in the file at ``path`` (``size`` bytes) lasts; ``None`` when it is
-    not a WAV this module reads."""
+def seconds_of(path: Path, size: int | None = None) -> float | None:
+    """How long the audio in the file at ``path`` lasts, from its size (``size``: as already
+    known, else read now) and never beyond the header's data size: a header an Asterisk crash
+    left without sizes is read to the end. ``None`` when it is not a WAV this module reads."""
     try:
         with path.open("rb") as f:
             pcm = read_wav_header(f)
+            if size is None:
+                size = os.fstat(f.fileno()).st_size
     except (OSError, BadAudio):
         return None
-    data = pcm.data_size if pcm.data_size is not None else max(size - pcm.data_offset, 0)
-    return min(data, max(size - pcm.data_offset, 0)) / (pcm.rate * pcm.channels * 2) if pcm.rate else None
+    data = max(size - pcm.data_offset, 0)
+    if pcm.data_size is not None:
+        data = min(data, pcm.data_size)
+    return data / (pcm.rate * pcm.channels * 2) if pcm.rate else None

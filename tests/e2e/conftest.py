@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def write_config(
     state_dir: Path | None = None,
     extra: str = "",
     storage: str | None = None,
-    node: str = "e2e",
+    node: str | None = None,
     key_file: Path | None = None,
     daemon_keys: str = "",
     mode: str = "event",
@@ -98,6 +99,9 @@ def write_config(
     ``[storage]`` table (e.g. SeaweedFS's, tests/harness/seaweed.py). ``archive=False``: the
     archive step is off and MixMonitor's WAV stays (tests that read it sample by sample)."""
     state_dir = state_dir or path.parent / "state"
+    # A node of its own per state: the tests share one Asterisk and its recordings_dir, and a
+    # daemon's start-up scan takes only files named for its node (recording/strays.py).
+    node = node or "e2e-" + hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
     key_file = key_file or archive_key(state_dir)
     storage = storage or f'[storage]\npath = "{state_dir.parent / "archive"}"\n'
     archive_table = f'[archive]\nkey_file = "{key_file}"' if archive else "[archive]\nenabled = false"

@@ -279,4 +279,6 @@ def test_a_node_killed_mid_sweep_leaves_nothing_half_done(
             (ids,),
         ).fetchone()
     assert (left, pending, logged) == ((0,), (0,), (len(ids), len(ids)))
-    assert not [p for p in s_b.asterisk.recordings_dir.rglob("*.wav") if p.stem in {str(i) for i in ids}]
+    assert not [
+        p for p in s_b.asterisk.recordings_dir.rglob("*.wav") if p.name.split(".")[0] in {str(i) for i in ids}
+    ]

@@ -89,7 +89,9 @@ def test_inbound_call_bridged_to_agent(
     assert abs(span - float(row["duration_seconds"])) < 0.001  # type: ignore[arg-type]
     assert row["retain_until"] - row["ended_at"] >= timedelta(days=180)  # type: ignore[operator]
     path = str(row["file_path"])
-    assert path.endswith(f"/{row['id']}.wav") and not path.startswith("/")
+    # The name gives the register and the node, never the number (docs/dialplan.md#file-names).
+    assert path.endswith(f"/{row['id']}.customer-service.{settings_of(daemon).node}.wav")
+    assert not path.startswith("/")
     assert_audio(daemon, db_dsn, row)
     assert '"recording stored"' in daemon.log()
 

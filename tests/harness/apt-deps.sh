@@ -38,6 +38,8 @@ if [ -z "$deb_only" ]; then
   # ldapsearch/ldapwhoami, for looking at a test directory by hand.
   [ -x /usr/sbin/slapd ] || tools+=(slapd)
   command -v ldapwhoami >/dev/null || tools+=(ldap-utils)
+  # bench/event_path.py counts instructions with callgrind.
+  command -v valgrind >/dev/null || tools+=(valgrind)
 fi
 if [ ${#need[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ] || [ -n "$build_dep" ]; then
   echo "installing: ${need[*]} ${tools[*]}${build_dep:+ (and the build dependencies of debian/control)}"

@@ -37,6 +37,8 @@ def declared_series() -> dict[str, set[str]]:
     """Series name -> label names, for every metric in callrec.metrics, as Prometheus stores them."""
     series: dict[str, set[str]] = {}
     for obj in vars(metrics).values():
+        if isinstance(obj, metrics.HotCounter):
+            series[obj.name + "_total"] = set()
         if isinstance(obj, MetricWrapperBase):
             # prometheus-client keeps these private; its public describe() drops the label names.
             kind, name, labels = obj._type, obj._name, set(obj._labelnames)
@@ -202,3 +204,18 @@ def test_process_and_tracker_sizes_are_exported() -> None:
     assert "callrec_tracker_channels 7.0" in text
     assert "callrec_tracker_calls 3.0" in text
     assert "callrec_tracker_recordings 2.0" in text
+
+
+def test_ari_events_are_counted_without_a_lock_and_exported_as_a_counter() -> None:
+    # The event path bumps a plain int (metrics.HotCounter); the scrape reads it.
+    from callrec.asterisk.ari import AriClient, AriSettings
+    from callrec.asterisk.ari_events import irrelevant_raw
+
+    before = metrics.REGISTRY.get_sample_value("callrec_ari_events_total") or 0.0
+    client = AriClient(AriSettings("http://127.0.0.1:1", "u", "p", "callrec", skip_raw=irrelevant_raw))
+    skipped = b'{"variable":"DIALSTATUS","value":"ANSWER","type":"ChannelVarset"}'
+    for data in (b'{"type":"StasisStart"}', skipped, b"not json"):
+        client._deliver(data, lambda event: None)
+    assert metrics.REGISTRY.get_sample_value("callrec_ari_events_total") == before + 2
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert "# TYPE callrec_ari_events_total counter" in text

@@ -138,8 +138,10 @@ async def test_mixmonitor_runs_on_the_channel_before_the_agi_returns(daemon: Dae
     assert len(commands) == 2
     exec_line = commands[1]
     (rid,) = daemon.memory.pending
-    assert exec_line.startswith('EXEC MixMonitor "') and exec_line.endswith(f'{rid}.wav.done"')
-    assert f"/{rid}.wav,,touch " in exec_line
+    assert exec_line.startswith('EXEC MixMonitor "') and exec_line.endswith(
+        f'{rid}.customer-service.wav.done"'
+    )
+    assert f"/{rid}.customer-service.wav,,touch " in exec_line
     assert daemon.mixer.started == []  # no AMI hop
     # ARI then reports the answer: the event mode starts nothing more.
     up = parse_event(
@@ -184,7 +186,7 @@ async def test_a_refused_mixmonitor_is_counted_and_the_call_goes_on(daemon: Daem
     assert len(commands) == 2 and commands[1].startswith("EXEC MixMonitor ")
     # The refusal is counted, then the journal entry is dropped: the recording's last step.
     rid = await asyncio.wait_for(forgotten.get(), 5)
-    assert f"/{rid}.wav," in commands[1]
+    assert f"/{rid}.customer-service.wav," in commands[1]
     assert refused_count() - before == 1
     assert daemon.memory.pending == {}  # forgotten again: nothing to recover
     assert daemon.memory.rows == [] and daemon.mixer.started == []  # and not retried through AMI

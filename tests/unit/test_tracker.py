@@ -45,12 +45,14 @@ def of(kind: type, cmds: list[tuple[int, Any]]) -> list[Any]:
 
 def test_inbound_call_recorded_once_on_the_customer_channel() -> None:
     events = list(transcript("inbound"))
-    tracker = CallTracker(REGISTERS)
+    tracker = CallTracker(REGISTERS, node="pbx1.example.org")
     cmds = replay(tracker, events)
     (start,) = of(StartRecording, cmds)
     assert start.channel_name.startswith("Local/0300@callrec-inbound-") and start.channel_name.endswith(";2")
     assert (start.register, start.direction) == ("customer-service", "inbound")
-    assert start.file_path.endswith(f"/{start.recording_id}.wav") and start.file_path.count("/") == 3
+    # The file names its register and node: a file left without a row says whose it is.
+    assert start.file_path.endswith(f"/{start.recording_id}.customer-service.pbx1.example.org.wav")
+    assert start.file_path.count("/") == 3
     # It starts at the event that marks the call, which comes after the answer.
     i_start = next(i for i, c in cmds if isinstance(c, StartRecording))
     assert events[i_start]["type"] == "ChannelVarset" and events[i_start]["variable"] == "__CALLREC_REGISTER"
@@ -349,7 +351,7 @@ def test_unused_event_types_are_ignored() -> None:
 
 def test_ids_are_injectable() -> None:
     fixed = uuid.UUID(int=1)
-    t = CallTracker(REGISTERS, new_id=lambda: fixed, file_path=lambda rid, now: f"x/{rid}.wav")
+    t = CallTracker(REGISTERS, new_id=lambda: fixed, file_path=lambda rid, now, register: f"x/{rid}.wav")
     (start,) = t.handle(
         ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0
     )
@@ -365,6 +367,25 @@ def test_hmac_of_the_customer_number_with_a_key() -> None:
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 1)
     assert finish.parties.customer_number_hmac == number_hmac("+358401234567", key)
     assert "4567" not in repr(t.__dict__)
+
+
+def test_the_callers_number_is_masked_again_only_when_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every event of the recorded channel carries its caller ID; masking and HMAC run once per
+    # number it has (bench/event_path.py), and a changed number still reaches the row.
+    from callrec.recording import tracker as module
+
+    hashed: list[str | None] = []
+    real = module.number_hmac
+    monkeypatch.setattr(module, "number_hmac", lambda raw, key: hashed.append(raw) or real(raw, key))
+    t = CallTracker(REGISTERS, hmac_key=b"secret-key-abcdefghij")
+    t.handle(ev("ChannelVarset", chan("a"), variable="CALLREC_REGISTER", value="customer-service"), 0)
+    for i in range(5):
+        t.handle(ev("ChannelStateChange", chan("a")), 1 + i)
+    t.handle(ev("ChannelCallerId", chan("a", number="+358409876543")), 7)
+    t.handle(ev("ChannelStateChange", chan("a", number="+358409876543")), 8)
+    (finish,) = t.handle(ev("ChannelDestroyed", chan("a", number="+358409876543")), 9)
+    assert finish.parties.customer_number_masked == "+358409876***"
+    assert len(hashed) == 2
 
 
 # --- AGI mode: claim() -----------------------------------------------------------------------

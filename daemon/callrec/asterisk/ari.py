@@ -100,7 +100,7 @@ class AriClient:
         self._logged: set[object] = set()  # what was already logged on this connection
         self._gauge = metrics.CONNECTION_UP.labels(connection="ari")
         self._reconnects = metrics.RECONNECTS.labels(connection="ari")
-        self._events = metrics.ARI_EVENTS
+        self._events = metrics.ARI_EVENTS  # a plain int per event (metrics.HotCounter)
         self._errors = {k: metrics.PROTOCOL_ERRORS.labels(source="ari", kind=k) for k in _ERROR_KINDS}
 
     @property
@@ -292,7 +292,7 @@ class AriClient:
     def _deliver(self, data: bytes, on_event: Callable[[dict[str, Any]], None]) -> None:
         skip = self._settings.skip_raw
         if skip is not None and skip(data):
-            self._events.inc()
+            self._events.value += 1
             return
         try:
             event = orjson.loads(data)
@@ -306,7 +306,7 @@ class AriClient:
         if not isinstance(event_type, str):
             self._skip("no_type")
             return
-        self._events.inc()
+        self._events.value += 1
         try:
             on_event(event)
         except Exception as exc:

@@ -31,7 +31,8 @@ class StartRecording:
     The call's facts as known at the answer; the journal keeps them until the row is written."""
 
     recording_id: uuid.UUID
-    call_id: str
+    call_id: str | None
+    """Asterisk's linkedid; ``None`` for a file found without journal entry (recording/strays.py)."""
     register: str
     direction: str
     channel_id: str
@@ -100,8 +101,8 @@ class Recording:
     """One row of ``recordings``: one recorded customer call (R3)."""
 
     id: uuid.UUID = field(metadata=_col({"type": "string", "format": "uuid"}))
-    call_id: str = field(metadata=_col(_TEXT, None))
-    """Asterisk's linkedid of the call."""
+    call_id: str | None = field(metadata=_col(_TEXT_OR_NULL, None))
+    """Asterisk's linkedid of the call; NULL when only the file was left (sql/013)."""
     register_name: str = field(metadata=_col(_TEXT, "register"))
     direction: str = field(metadata=_col({"type": "string", "enum": ["inbound", "outbound"]}))
     started_at: datetime = field(metadata=_col(_TIME))

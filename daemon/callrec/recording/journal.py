@@ -185,6 +185,17 @@ class Journal:
         rows = await self._call(lambda: self.db.execute("SELECT facts FROM pending").fetchall())
         return [StartRecording.from_json(orjson.loads(r[0])) for r in rows]
 
+    async def known_ids(self) -> set[uuid.UUID]:
+        """Every recording the journal holds: in progress, waiting for PostgreSQL, refused,
+        or waiting for the archive step (the start-up scan of files, recording/strays.py)."""
+        rows = await self._call(
+            lambda: self.db.execute(
+                "SELECT recording_id FROM pending UNION SELECT recording_id FROM outbox"
+                " UNION SELECT recording_id FROM rejected UNION SELECT recording_id FROM archive"
+            ).fetchall()
+        )
+        return {uuid.UUID(r[0]) for r in rows}
+
     # --- outbox -----------------------------------------------------------------------------
 
     async def complete(self, row: Recording, retention: str, *, archive: bool = False) -> None:

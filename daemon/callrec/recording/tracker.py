@@ -41,6 +41,7 @@ from callrec.asterisk.ari_events import (
 )
 from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
+from callrec.recording import layout
 from callrec.recording.commands import (
     Command,
     FinishRecording,
@@ -49,7 +50,6 @@ from callrec.recording.commands import (
     StopRecording,
 )
 from callrec.recording.facts import AgentStint, Parties, StartRecording
-from callrec.recording.layout import default_file_path
 
 # The commands are re-exported: the recorder and the tests take them from here.
 __all__ = ["CallTracker", "Command", "FinishRecording", "PauseRecording", "Problem", "StopRecording"]
@@ -89,6 +89,8 @@ class _Call:
     """(masked, hmac) of CALLREC_CUSTOMER_NUMBER, which wins over the caller ID."""
     customer_from_caller: tuple[str | None, str | None] = (None, None)
     """(masked, hmac) of the anchor's caller ID number."""
+    caller_seen: int | None = None
+    """``hash()`` of the caller ID number ``customer_from_caller`` was made from (in memory only)."""
     agent: str | None = None
     agents: list[_Stint] = field(default_factory=list)
     recording: uuid.UUID | None = None
@@ -116,12 +118,15 @@ class CallTracker:
         *,
         hmac_key: bytes | None = None,
         new_id: Callable[[], uuid.UUID] = uuid.uuid4,
-        file_path: Callable[[uuid.UUID, float], str] = default_file_path,
+        file_path: Callable[[uuid.UUID, float, str], str] | None = None,
+        node: str = "",
     ) -> None:
         self._registers = registers
         self._hmac_key = hmac_key
         self._new_id = new_id
-        self._file_path = file_path
+        # The file names its register and node: a file left without a row still says whose it
+        # is (recording/layout.py, recording/strays.py).
+        self._file_path = file_path or (lambda rid, now, register: layout.file_path(rid, now, register, node))
         self._channels: dict[str, _Channel] = {}
         self._calls: dict[str, _Call] = {}
 
@@ -162,7 +167,7 @@ class CallTracker:
             out.append(PauseRecording(call.recording, (event.value or "0").strip() not in ("0", ""), now))
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
-            call.customer_from_caller = self._customer(snap.caller_number)
+            self._caller_customer(call, snap.caller_number)
         self._note_agents(chan, now)
         if event.kind == "hangup_request":
             self._agent_left(chan, now)
@@ -229,7 +234,7 @@ class CallTracker:
         if outbound and not answered and self._answered(call, call.anchor or chan) is None:
             return out
         call.anchor = chan
-        call.customer_from_caller = self._customer(snap.caller_number)
+        self._caller_customer(call, snap.caller_number)
         self._start(call, chan, register, now, out)
         return out
 
@@ -264,7 +269,7 @@ class CallTracker:
         if call.register is None or call.recording is not None:
             return None
         call.anchor = chan
-        call.customer_from_caller = self._customer(event.channel.caller_number)
+        self._caller_customer(call, event.channel.caller_number)
         self._start(call, chan, call.register, now, out, (recording_id, file_path))
         return next((c for c in out if isinstance(c, StartRecording)), None)
 
@@ -416,6 +421,15 @@ class CallTracker:
         # The one place a full number is read; only its masked form and HMAC are kept.
         return mask_number(raw), number_hmac(raw, self._hmac_key)
 
+    def _caller_customer(self, call: _Call, raw: str | None) -> None:
+        """Every event of the anchor carries its caller ID: masked and HMAC'd only when it
+        changes (a transfer), not 14 times a call (bench/event_path.py). What is kept to tell
+        is Python's per-process salted hash of it, in memory, never written anywhere."""
+        seen = hash(raw)
+        if seen != call.caller_seen:
+            call.caller_seen = seen
+            call.customer_from_caller = self._customer(raw)
+
     def _maybe_start(self, call: _Call, now: float, out: list[Command]) -> None:
         anchor, register = call.anchor, call.register
         if anchor is None or register is None:
@@ -460,7 +474,7 @@ class CallTracker:
                 direction=register.direction,
                 channel_id=recorded.id,
                 channel_name=recorded.name,
-                file_path=found[1] if found is not None else self._file_path(rid, now),
+                file_path=found[1] if found is not None else self._file_path(rid, now, register.name),
                 answered_at=now,
                 service_number=call.service_number,
                 customer_number_masked=customer[0],

@@ -15,15 +15,22 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from callrec.recording.layout import MARKER_SUFFIX
+from callrec.recording.layout import AUDIO_SUFFIX, MARKER_SUFFIX, parse_name
 from callrec.retention.queries import Disposal
 
 DESTROYED, MISSING = "destroyed", "missing"
 _DAY_DIR = re.compile(r"^([0-9]{4})/([0-9]{2})/([0-9]{2})$")
-_AUDIO = ".wav"
+_AUDIO = AUDIO_SUFFIX
 
 Candidate = tuple[uuid.UUID, str, int]
 """An orphan candidate: the uuid in its name, its path under recordings_dir, its size."""
+
+
+def orphan_age(retention_days: Iterable[int], orphan_grace: float) -> float:
+    """Seconds since its last write after which an audio file no row knows is an orphan: the
+    longest retention plus ``[retention] orphan_grace``. The start-up scan of files without a
+    row (recording/strays.py) stays a day short of it, so the two never take the same file."""
+    return max(retention_days, default=0) * 86400.0 + orphan_grace
 
 
 def keep_dirs_from(now: float | None = None) -> date:
@@ -83,15 +90,20 @@ def delete_files(root: Path, batch: Sequence[Disposal], keep_from: date) -> list
 def old_day_dirs(root: Path, last: date) -> list[str]:
     """``YYYY/MM/DD`` directories dated ``last`` or earlier. File names carry the UTC day the
     recording started, so a file older than ``last`` can only be in one of these."""
+    return day_dirs(root, date.min, last)
+
+
+def day_dirs(root: Path, first: date, last: date) -> list[str]:
+    """``YYYY/MM/DD`` directories dated from ``first`` to ``last``, in order."""
     found = []
     for year in _subdirs(root, 4):
-        if int(year) > last.year:
+        if not first.year <= int(year) <= last.year:
             continue
         for month in _subdirs(root / year, 2):
             for day in _subdirs(root / year / month, 2):
                 rel = f"{year}/{month}/{day}"
                 d = _dir_date(rel)
-                if d is not None and d <= last:
+                if d is not None and first <= d <= last:
                     found.append(rel)
     return found
 
@@ -110,7 +122,7 @@ def _subdirs(path: Path, width: int) -> list[str]:
 
 def scan_day(root: Path, rel: str, cutoff: float) -> tuple[list[Candidate], list[str]]:
     """Audio files and markers in one day directory last written before ``cutoff``. Only names
-    the recorder makes (``<uuid>.wav``) are candidates; anything else is left alone."""
+    the recorder makes (recording/layout.py) are candidates; anything else is left alone."""
     audio: list[Candidate] = []
     markers: list[str] = []
     try:
@@ -121,16 +133,18 @@ def scan_day(root: Path, rel: str, cutoff: float) -> tuple[list[Candidate], list
         for entry in it:
             name = entry.name
             is_marker = name.endswith(_AUDIO + MARKER_SUFFIX)
-            stem = name[: -len(_AUDIO + MARKER_SUFFIX)] if is_marker else name[: -len(_AUDIO)]
             if not (is_marker or name.endswith(_AUDIO)):
                 continue
+            named = parse_name(name[: -len(MARKER_SUFFIX)] if is_marker else name)
+            if named is None:
+                continue
             try:
-                rid = uuid.UUID(stem)
                 st = entry.stat(follow_symlinks=False)
-            except (ValueError, OSError):
+            except OSError:
                 continue
-            if str(rid) != stem or not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
                 continue
+            rid = named[0]
             if is_marker:
                 markers.append(f"{rel}/{name}")
             else:

@@ -330,8 +330,8 @@ class Sweeper:
             _count(report, done)
 
     async def _orphans(self, conn: Db, report: PassReport) -> None:
-        longest = max((r.retention.approx_days for r in self._settings.registers.values()), default=0)
-        cutoff = time.time() - longest * 86400.0 - self._settings.orphan_grace
+        days = (r.retention.approx_days for r in self._settings.registers.values())
+        cutoff = time.time() - spool.orphan_age(days, self._settings.orphan_grace)
         last_day = datetime.fromtimestamp(cutoff, UTC).date()
         keep_from = spool.keep_dirs_from()
         for rel in await asyncio.to_thread(spool.old_day_dirs, self._root, last_day):
