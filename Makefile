@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/daemon:$(CURDIR)
 AXE_VERSION := 4.14.1
 AXE := .cache/axe-core/node_modules/axe-core/axe.min.js
 
-.PHONY: demo demo-cluster test deps lint bench deb screenshots messages
+.PHONY: demo demo-cluster test deps lint bench deb screenshots messages lock
 
 demo: deps
 	$(PY) -m tests.harness.demo
@@ -36,6 +36,14 @@ bench: deps
 deb:
 	tests/harness/apt-deps.sh --deb
 	debian/build-deb.sh dist
+
+# debian/requirements.lock: the .deb's PyPI dependencies pinned with hashes, from pyproject.toml.
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --no-header --no-emit-index-url --no-emit-find-links \
+		--output-file .cache/requirements.lock pyproject.toml
+	{ sed -n '1,3p' debian/requirements.lock; cat .cache/requirements.lock; } > .cache/lock.new
+	mv .cache/lock.new debian/requirements.lock
 
 deps: $(VENV)/.installed $(AXE)
 	@tests/harness/asterisk-root.sh

@@ -33,6 +33,14 @@ from callrec.recording.tracker import Command, FinishRecording, PauseRecording, 
 log = structlog.get_logger("callrec.recorder")
 
 
+def _first_sample(path: Path, size: int) -> float | None:
+    """When the file's first sample was written: its last write (MixMonitor's close, at the
+    hangup) less the length of its audio; ``None`` when either is unknown."""
+    seconds = wav.seconds_of(path, size)
+    last_write = mtime_of(path) if seconds is not None else None
+    return None if last_write is None or seconds is None else last_write - seconds
+
+
 _MAX_HEAD = 2.0
 """Seconds of head beyond which a file's shortness is not MixMonitor's start (a gap mid-call)."""
 
@@ -354,13 +362,13 @@ class Recorder:
             ).inc()
         else:
             ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
-        # The file holds the audio up to the hangup: its own length tells when it began where
+        # The file's last write and its length tell when its first sample was written, where
         # the clock could not (docs/architecture.md#the-file-knows-its-length).
-        seconds = None if fin.missed_end else await asyncio.to_thread(wav.seconds_of, path, size)
+        first_sample = None if fin.missed_end else await asyncio.to_thread(_first_sample, path, size)
         clock_started = started_at
-        if seconds is not None and ended_at - seconds < started_at - _MAX_HEAD / 4:
+        if first_sample is not None and first_sample < started_at - _MAX_HEAD / 4:
             # Adopted after MixMonitor had run a while (started before this daemon saw it).
-            started_at = ended_at - seconds
+            started_at = first_sample
         row = Recording.finished(
             facts,
             started_at=started_at,
@@ -371,23 +379,23 @@ class Recorder:
             recovered=fin.missed_end and not fin.interrupted,
             interrupted=fin.interrupted,
             parties=fin.parties,
-            paused=self._paused_spans(facts.recording_id, seconds, clock_started, ended_at),
+            paused=self._paused_spans(facts.recording_id, first_sample, clock_started, ended_at),
         )
         await self._sink.put(row, self._retention(facts.register, bound))
         rec.life.to(State.STORED)
         bound.info("recording finished", duration_seconds=row.duration_seconds, bytes=size)
 
     def _paused_spans(
-        self, recording_id: uuid.UUID, seconds: float | None, started_at: float, ended_at: float
+        self, recording_id: uuid.UUID, first_sample: float | None, started_at: float, ended_at: float
     ) -> tuple[tuple[float, float], ...]:
-        """The paused spans as offsets in the file (``seconds`` long, ``None``: unknown). The
-        file holds the audio from its first frame to the hangup, so what the clock saw beyond
-        its length is the head: the time MixMonitor took to write its first sample after it
-        was asked (tens of ms, more under load; docs/dialplan.md#pause-for-card-numbers). A
-        gap no start explains leaves the spans as the clock saw them."""
+        """The paused spans as offsets in the file. Its first sample came ``first_sample -
+        started_at`` after the clock's start (the head: MixMonitor writes from the first frame
+        after it attached, tens of ms later, more under load;
+        docs/dialplan.md#pause-for-card-numbers). A head no start explains (over 2 s, or an
+        unknown first sample) leaves the spans as the clock saw them."""
         if self.pauses is None:
             return ()
-        head = (ended_at - started_at) - seconds if seconds is not None else 0.0
+        head = first_sample - started_at if first_sample is not None else 0.0
         return self.pauses.finished(recording_id, ended_at, head=head if 0.0 < head < _MAX_HEAD else 0.0)
 
     async def _forget(self, rec: _Recording) -> None:
