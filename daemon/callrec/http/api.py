@@ -19,15 +19,13 @@ from aiohttp import web
 from callrec.access import audit, dsar, exports
 from callrec.access import policy as access
 from callrec.access.policy import Action
-from callrec.archive.reading import Archive, Audio
-from callrec.archive.settings import EXTENSIONS
+from callrec.archive.reading import Archive
 from callrec.config import Settings
 from callrec.db.pool import DbPool
-from callrec.http import audio, calls, core, openapi, throttle
+from callrec.http import calls, core, openapi, throttle
 from callrec.http import middleware as serving
 from callrec.http.middleware import ApiError, BadParam, int_param, json_response, recording_id, time_param
 from callrec.privacy import redact
-from callrec.recording.facts import Recording
 from callrec.retention import holds as retention
 from callrec.web import site
 
@@ -58,8 +56,8 @@ def build_api(
     add("GET", "/api/whoami", _whoami, "whoami")
     add("GET", "/api/recordings", _search, "search")
     add("GET", "/api/recordings/{id}", _view, "view")
-    add("GET", "/api/recordings/{id}/audio", _audio, "play")
-    add("HEAD", "/api/recordings/{id}/audio", _audio, "play")
+    add("GET", "/api/recordings/{id}/audio", core.serve_audio, "play")
+    add("HEAD", "/api/recordings/{id}/audio", core.serve_audio, "play")
     add("POST", "/api/recordings/{id}/hold", _hold, "hold")
     add("POST", "/api/recordings/{id}/release", _release, "release")
     add("POST", "/api/recordings/{id}/erase", _erase, "erase")
@@ -145,40 +143,6 @@ async def _search(request: web.Request) -> web.StreamResponse:
 
 async def _view(request: web.Request) -> web.StreamResponse:
     return await _after(request, recording_id(request))
-
-
-async def _audio(request: web.Request) -> web.StreamResponse:
-    who = serving.principal(request)
-    action = Action.DOWNLOAD if request.query.get("download") in ("1", "true") else Action.PLAY
-    request[serving.ENTRY].action = action.value
-    g = await access.grant(serving.pool(request), who, action)
-    rec = await access.get(serving.pool(request), g, recording_id(request))
-    with await core.open_audio(request, rec) as sound:
-        return await _send_audio(request, rec, action, sound)
-
-
-async def _send_audio(
-    request: web.Request, rec: Recording, action: Action, sound: Audio
-) -> web.StreamResponse:
-    size = sound.size
-    etag = f'"{rec.sha256}"'
-    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Type": sound.content_type}
-    if action is Action.DOWNLOAD:
-        headers["Content-Disposition"] = f'attachment; filename="{rec.id}{EXTENSIONS[rec.audio_format]}"'
-    # RFC 9110 section 13.1.5: a stale validator in If-Range means "send it all".
-    if_range = request.headers.get("If-Range")
-    try:
-        rng = audio.parse_range(request.headers.get("Range"), size) if if_range in (None, etag) else None
-    except audio.Unsatisfiable:
-        raise ApiError(
-            416, "range", "unsatisfiable range", headers={"Content-Range": f"bytes */{size}"}
-        ) from None
-    if rng is None:
-        await serving.commit(request, 200, bytes=size)
-        return await audio.stream(request, sound, 0, size, 200, headers)
-    headers["Content-Range"] = rng.content_range(size)
-    await serving.commit(request, 206, range=headers["Content-Range"])
-    return await audio.stream(request, sound, rng.start, rng.length, 206, headers)
 
 
 async def _retention_action(request: web.Request, action: Action) -> tuple[DbPool, uuid.UUID, dict[str, Any]]:

@@ -31,6 +31,7 @@ from callrec.archive import reading
 from callrec.archive.crypto import CorruptObject
 from callrec.archive.keys import MissingKey
 from callrec.archive.reading import Archive, Audio
+from callrec.archive.settings import EXTENSIONS
 from callrec.archive.store import StoreError
 from callrec.db.pool import Db, DbPool
 from callrec.http import audio
@@ -327,3 +328,39 @@ async def send_export(
             return await audio.stream(request, sound, 0, bundle.size, 200, headers)
     finally:
         bundle.file.close()
+
+
+async def serve_audio(request: web.Request) -> web.StreamResponse:
+    """``GET /api/recordings/{id}/audio`` (also the DSAR case's candidate player): the grant,
+    HTTP Range, and the audit row before the first byte."""
+    who = serving.principal(request)
+    action = Action.DOWNLOAD if request.query.get("download") in ("1", "true") else Action.PLAY
+    request[serving.ENTRY].action = action.value
+    g = await access.grant(serving.pool(request), who, action)
+    rec = await access.get(serving.pool(request), g, serving.recording_id(request))
+    with await open_audio(request, rec) as sound:
+        return await _send_audio(request, rec, action, sound)
+
+
+async def _send_audio(
+    request: web.Request, rec: Recording, action: Action, sound: Audio
+) -> web.StreamResponse:
+    size = sound.size
+    etag = f'"{rec.sha256}"'
+    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Type": sound.content_type}
+    if action is Action.DOWNLOAD:
+        headers["Content-Disposition"] = f'attachment; filename="{rec.id}{EXTENSIONS[rec.audio_format]}"'
+    # RFC 9110 section 13.1.5: a stale validator in If-Range means "send it all".
+    if_range = request.headers.get("If-Range")
+    try:
+        rng = audio.parse_range(request.headers.get("Range"), size) if if_range in (None, etag) else None
+    except audio.Unsatisfiable:
+        raise ApiError(
+            416, "range", "unsatisfiable range", headers={"Content-Range": f"bytes */{size}"}
+        ) from None
+    if rng is None:
+        await serving.commit(request, 200, bytes=size)
+        return await audio.stream(request, sound, 0, size, 200, headers)
+    headers["Content-Range"] = rng.content_range(size)
+    await serving.commit(request, 206, range=headers["Content-Range"])
+    return await audio.stream(request, sound, rng.start, rng.length, 206, headers)

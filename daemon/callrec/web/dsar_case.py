@@ -223,8 +223,6 @@ async def _search(request: web.Request) -> web.StreamResponse:
 async def _listen(request: web.Request) -> web.StreamResponse:
     """A candidate's inline player: noted as listened in the case, then served as the API serves
     audio (the same grant, range handling and audit row, with the case named in it)."""
-    from callrec.http import api  # the API module builds the app that includes this page
-
     who = serving.principal(request)
     case = await case_of(request)
     rid = serving.recording_id(request)
@@ -233,7 +231,7 @@ async def _listen(request: web.Request) -> web.StreamResponse:
         raise access.NotVisible(f"recording {rid} is not a candidate of case {case.id}")
     await access.get(db, await access.grant(db, who, Action.PLAY), rid)
     await cases.note_listen(db, case.id, rid, who.user_id)
-    return await api._audio(request)
+    return await core.serve_audio(request)
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
