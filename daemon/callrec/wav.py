@@ -65,3 +65,14 @@ def seconds_of(path: Path, size: int | None = None) -> float | None:
     if pcm.data_size is not None:
         data = min(data, pcm.data_size)
     return data / (pcm.rate * pcm.channels * 2) if pcm.rate else None
+
+
+def first_sample_at(path: Path, size: int) -> float | None:
+    """When the file's first sample was written (seconds since the epoch): its last write,
+    MixMonitor's close at the hangup, less the length of its audio; ``None`` if either is
+    unknown (docs/architecture.md#the-file-knows-its-length)."""
+    seconds = seconds_of(path, size)
+    try:
+        return None if seconds is None else os.stat(path).st_mtime - seconds
+    except OSError:
+        return None

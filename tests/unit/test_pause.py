@@ -9,7 +9,7 @@ import pytest
 
 from callrec.access import audit
 from callrec.asterisk.ami import AmiError
-from callrec.recording.pause import MuteFailed, NotRecording, Pauses
+from callrec.recording.pause import MuteFailed, NotRecording, Pauses, pause_head
 
 RID = uuid.UUID(int=7)
 
@@ -70,6 +70,13 @@ async def test_a_pause_still_on_at_the_end_closes_there() -> None:
     await p.set(RID, True, at=104.0, source="api")
     assert p.finished(RID, 109.0) == ((4.0, 9.0),)
     await p.close()
+
+
+def test_the_head_is_the_first_samples_lag_when_a_start_explains_it() -> None:
+    assert pause_head(100.25, 100.0) == 0.25
+    assert pause_head(None, 100.0) == 0.0  # no seen hangup, not a WAV
+    assert pause_head(99.0, 100.0) == 0.0  # earlier: an adopted recording, not a lag
+    assert pause_head(103.0, 100.0) == 0.0  # a gap no start explains
 
 
 async def test_spans_are_offsets_in_the_file_after_its_head() -> None:

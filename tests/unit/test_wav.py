@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 
@@ -40,3 +41,11 @@ def test_what_is_not_a_wav_has_no_length(tmp_path: Path) -> None:
     path.write_bytes(b"GSM\x00" * 10)
     assert wav.seconds_of(path, 40) is None
     assert wav.seconds_of(tmp_path / "absent.wav", 0) is None
+
+
+def test_the_first_sample_is_the_last_write_less_the_audio(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    size = _write(path, 4.0)
+    os.utime(path, (1_800_000_010.0, 1_800_000_010.0))
+    assert wav.first_sample_at(path, size) == pytest.approx(1_800_000_006.0)
+    assert wav.first_sample_at(tmp_path / "absent.wav", 0) is None

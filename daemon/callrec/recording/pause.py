@@ -60,6 +60,20 @@ class _Live:
         return bool(self.spans) and len(self.spans[-1]) == 1
 
 
+MAX_HEAD = 2.0
+"""Seconds of head beyond which a file's late start is not MixMonitor's (a gap mid-call)."""
+
+
+def pause_head(first_sample: float | None, started_at: float) -> float:
+    """How long after ``started_at`` (when callrec saw the recording start) the file's first
+    sample was written: MixMonitor writes from the first frame after it attached, tens of ms
+    later, more under load. The spans are offsets in the file, so ``finished`` moves them back
+    by it; a head no start explains (unknown, negative, over MAX_HEAD) counts as none
+    (docs/dialplan.md#pause-for-card-numbers)."""
+    head = first_sample - started_at if first_sample is not None else 0.0
+    return head if 0.0 < head < MAX_HEAD else 0.0
+
+
 class Pauses:
     """The pause state of every recording in progress; owns the auto-resume timers."""
 

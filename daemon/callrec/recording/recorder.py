@@ -27,22 +27,10 @@ from callrec.recording.facts import Parties, Recording, StartRecording
 from callrec.recording.file_close import FileClose, PendingClose, mtime_of
 from callrec.recording.lifecycle import Failure, Lifecycle, State
 from callrec.recording.mixmonitor import Attach, Mixer
-from callrec.recording.pause import Pauses
+from callrec.recording.pause import Pauses, pause_head
 from callrec.recording.tracker import Command, FinishRecording, PauseRecording, Problem, StopRecording
 
 log = structlog.get_logger("callrec.recorder")
-
-
-def _first_sample(path: Path, size: int) -> float | None:
-    """When the file's first sample was written: its last write (MixMonitor's close, at the
-    hangup) less the length of its audio; ``None`` when either is unknown."""
-    seconds = wav.seconds_of(path, size)
-    last_write = mtime_of(path) if seconds is not None else None
-    return None if last_write is None or seconds is None else last_write - seconds
-
-
-_MAX_HEAD = 2.0
-"""Seconds of head beyond which a file's shortness is not MixMonitor's start (a gap mid-call)."""
 
 
 class PendingLog(Protocol):
@@ -364,9 +352,10 @@ class Recorder:
             ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
         # The file's last write and its length tell when its first sample was written, where
         # the clock could not (docs/architecture.md#the-file-knows-its-length).
-        first_sample = None if fin.missed_end else await asyncio.to_thread(_first_sample, path, size)
-        clock_started = started_at
-        if first_sample is not None and first_sample < started_at - _MAX_HEAD / 4:
+        first_sample = None if fin.missed_end else await asyncio.to_thread(wav.first_sample_at, path, size)
+        head = pause_head(first_sample, started_at)
+        paused = self.pauses.finished(facts.recording_id, ended_at, head=head) if self.pauses else ()
+        if first_sample is not None and first_sample < started_at - 0.5:
             # Adopted after MixMonitor had run a while (started before this daemon saw it).
             started_at = first_sample
         row = Recording.finished(
@@ -379,24 +368,11 @@ class Recorder:
             recovered=fin.missed_end and not fin.interrupted,
             interrupted=fin.interrupted,
             parties=fin.parties,
-            paused=self._paused_spans(facts.recording_id, first_sample, clock_started, ended_at),
+            paused=paused,
         )
         await self._sink.put(row, self._retention(facts.register, bound))
         rec.life.to(State.STORED)
         bound.info("recording finished", duration_seconds=row.duration_seconds, bytes=size)
-
-    def _paused_spans(
-        self, recording_id: uuid.UUID, first_sample: float | None, started_at: float, ended_at: float
-    ) -> tuple[tuple[float, float], ...]:
-        """The paused spans as offsets in the file. Its first sample came ``first_sample -
-        started_at`` after the clock's start (the head: MixMonitor writes from the first frame
-        after it attached, tens of ms later, more under load;
-        docs/dialplan.md#pause-for-card-numbers). A head no start explains (over 2 s, or an
-        unknown first sample) leaves the spans as the clock saw them."""
-        if self.pauses is None:
-            return ()
-        head = first_sample - started_at if first_sample is not None else 0.0
-        return self.pauses.finished(recording_id, ended_at, head=head if 0.0 < head < _MAX_HEAD else 0.0)
 
     async def _forget(self, rec: _Recording) -> None:
         self._active.pop(rec.facts.recording_id, None)
