@@ -89,7 +89,8 @@ def test_kill_9_while_20_calls_record(
         adopted=count_logged(second.log(), "recording adopted"),
         restart_to_ready_s=round(ready, 2),
     )
-    assert (lost, duplicates, len(rows)) == (0, 0, 20)
+    seen = [(r["service_number"], r["recovered"], r["file_path"]) for r in rows]
+    assert (lost, duplicates, len(rows)) == (0, 0, 20), seen
     assert len(wavs) == 20
     assert count_logged(second.log(), "recording adopted") == 20
     assert count_logged(second.log(), "recording started") == 0, "an adopted call was recorded twice"

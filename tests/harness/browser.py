@@ -40,7 +40,7 @@ class Browser:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def launch(cls, profile: Path, timeout: float = 20) -> AsyncIterator[Browser]:
+    async def launch(cls, profile: Path, timeout: float = 60) -> AsyncIterator[Browser]:
         exe = chromium()
         assert exe is not None, "apt-get install chromium"
         proc = await asyncio.create_subprocess_exec(
