@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 
 from callrec.asterisk.ari_events import (
     CONTRACT_VARS,
@@ -42,6 +41,17 @@ from callrec.asterisk.ari_events import (
 from callrec.config import Register
 from callrec.privacy import mask_number, number_hmac
 from callrec.recording import layout
+from callrec.recording.call_state import (
+    Call,
+    CallState,
+    Channel,
+    agent_left,
+    anchor_agent,
+    answered_by_customer,
+    by_name,
+    local_twin,
+    note_agents,
+)
 from callrec.recording.commands import (
     Command,
     FinishRecording,
@@ -52,64 +62,18 @@ from callrec.recording.commands import (
 from callrec.recording.facts import AgentStint, Parties, StartRecording
 
 # The commands are re-exported: the recorder and the tests take them from here.
-__all__ = ["CallTracker", "Command", "FinishRecording", "PauseRecording", "Problem", "StopRecording"]
-
-# --- state ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Channel:
-    id: str
-    name: str
-    state: str
-    call: _Call
-    agent: str | None = None
-    stint: _Stint | None = None
-    """The agent's time on the call, once this agent leg answered."""
-    split: bool = False
-    """A Local half whose twin is in another call (a bridge moved one of them)."""
+__all__ = [
+    "CallTracker",
+    "Command",
+    "FinishRecording",
+    "PauseRecording",
+    "Problem",
+    "StopRecording",
+    "local_twin",  # the AGI server reads the agent from the other half (lean mode)
+]
 
 
-@dataclass(slots=True)
-class _Stint:
-    agent: str
-    joined_at: float
-    left_at: float | None = None
-
-
-@dataclass(slots=True)
-class _Call:
-    id: str
-    channels: dict[str, _Channel] = field(default_factory=dict)
-    register: Register | None = None
-    unknown_register_reported: bool = False
-    anchor: _Channel | None = None
-    service_number: str | None = None
-    customer_explicit: tuple[str | None, str | None] | None = None
-    """(masked, hmac) of CALLREC_CUSTOMER_NUMBER, which wins over the caller ID."""
-    customer_from_caller: tuple[str | None, str | None] = (None, None)
-    """(masked, hmac) of the anchor's caller ID number."""
-    caller_seen: int | None = None
-    """``hash()`` of the caller ID number ``customer_from_caller`` was made from (in memory only)."""
-    agent: str | None = None
-    agents: list[_Stint] = field(default_factory=list)
-    recording: uuid.UUID | None = None
-    recorded_channel: str | None = None
-    stop_sent: bool = False
-
-
-def _local_twin(name: str) -> str | None:
-    """``Local/x@ctx-00000001;1`` <-> ``;2``: the two halves are one leg of the call."""
-    if name.startswith("Local/") and name[-2:] in (";1", ";2"):
-        return name[:-1] + ("2" if name[-1] == "1" else "1")
-    return None
-
-
-local_twin = _local_twin
-"""Public for the AGI server (lean mode reads the agent from the other half)."""
-
-
-class CallTracker:
+class CallTracker(CallState):
     """Follows every channel Asterisk reports and says when to start and stop recording."""
 
     def __init__(
@@ -127,21 +91,7 @@ class CallTracker:
         # The file names its register and node: a file left without a row still says whose it
         # is (recording/layout.py, recording/strays.py).
         self._file_path = file_path or (lambda rid, now, register: layout.file_path(rid, now, register, node))
-        self._channels: dict[str, _Channel] = {}
-        self._calls: dict[str, _Call] = {}
-
-    # Read-only views, for metrics and tests.
-    @property
-    def channel_count(self) -> int:
-        return len(self._channels)
-
-    @property
-    def call_count(self) -> int:
-        return len(self._calls)
-
-    @property
-    def recording_count(self) -> int:
-        return sum(1 for c in self._calls.values() if c.recording is not None)
+        super().__init__()
 
     def handle(self, event: ChannelEvent, now: float) -> list[Command]:
         out: list[Command] = []
@@ -168,9 +118,9 @@ class CallTracker:
         if call.anchor is chan:
             # Masked at once; a later caller ID change (a transfer) updates it.
             self._caller_customer(call, snap.caller_number)
-        self._note_agents(chan, now)
+        note_agents(chan, now, self._channels)
         if event.kind == "hangup_request":
-            self._agent_left(chan, now)
+            agent_left(chan, now, self._channels)
         if event.kind == "hangup_request" and call.recorded_channel == chan.id and not call.stop_sent:
             call.stop_sent = True
             assert call.recording is not None
@@ -222,7 +172,7 @@ class CallTracker:
         for var, val in snap.vars.items():
             self._set_var(chan, var, val, out, now)
         call = chan.call
-        self._note_agents(chan, now)
+        note_agents(chan, now, self._channels)
         register = call.register
         if (
             call.recording is not None
@@ -231,28 +181,12 @@ class CallTracker:
         ):
             return out
         outbound = register.direction == "outbound"
-        if outbound and not answered and self._answered(call, call.anchor or chan) is None:
+        if outbound and not answered and answered_by_customer(call, call.anchor or chan) is None:
             return out
         call.anchor = chan
         self._caller_customer(call, snap.caller_number)
         self._start(call, chan, register, now, out)
         return out
-
-    def live_recording_of_agent(self, agent: str) -> uuid.UUID | None:
-        """The recording of the call this agent is on now (their leg answered and is up)."""
-        for call in self._calls.values():
-            if call.recorded_channel is not None and any(
-                s.agent == agent and s.left_at is None for s in call.agents
-            ):
-                return call.recording
-        return None
-
-    def agents_of(self, recording_id: uuid.UUID) -> frozenset[str] | None:
-        """Every agent listed so far on the live call with this recording; None if none is live."""
-        for call in self._calls.values():
-            if call.recording == recording_id and call.recorded_channel is not None:
-                return frozenset(s.agent for s in call.agents)
-        return None
 
     def adopt_unjournaled(
         self, event: ChannelEvent, recording_id: uuid.UUID, file_path: str, now: float
@@ -283,14 +217,6 @@ class CallTracker:
         call.agent = agent[:MAX_VALUE_LEN]
         return True
 
-    def tracks(self, channel_id: str) -> bool:
-        return channel_id in self._channels
-
-    def recorded_channels(self) -> list[str]:
-        """Ids of the channels being recorded (lean mode subscribes to these again after a
-        reconnect)."""
-        return [c.recorded_channel for c in self._calls.values() if c.recorded_channel is not None]
-
     def drop(self, channel_id: str) -> None:
         """Lean mode: stop following a channel that is not recorded. No events will come for
         it (callrec is not subscribed to it), so keeping it would only grow the tracker."""
@@ -298,12 +224,7 @@ class CallTracker:
         if chan is not None and chan.call.recorded_channel != channel_id:
             self._destroy(chan, 0.0, [])
 
-    def recording_of(self, channel_id: str) -> uuid.UUID | None:
-        """The recording of the call this channel belongs to, if it has one."""
-        chan = self._channels.get(channel_id)
-        return chan.call.recording if chan is not None else None
-
-    def _track(self, snap: ChannelSnapshot, out: list[Command]) -> _Channel:
+    def _track(self, snap: ChannelSnapshot, out: list[Command]) -> Channel:
         call_id = snap.linkedid
         if call_id is None:
             # Without linkedid the channels of a call cannot be grouped; recording each one
@@ -312,21 +233,21 @@ class CallTracker:
             call_id = snap.id
         call = self._calls.get(call_id)
         if call is None:
-            call = self._calls[call_id] = _Call(call_id)
-        chan = _Channel(snap.id, snap.name, snap.state, call)
+            call = self._calls[call_id] = Call(call_id)
+        chan = Channel(snap.id, snap.name, snap.state, call)
         self._channels[snap.id] = chan
         call.channels[snap.id] = chan
         return chan
 
-    def _move(self, chan: _Channel, linkedid: str, now: float) -> None:
+    def _move(self, chan: Channel, linkedid: str, now: float) -> None:
         """A bridge gives every channel in it the oldest linkedid among them
         (docs/asterisk.md#a-bridge-merges-linkedids): an agent picking up a parked call joins
         the customer's call. The recorded channel stays where it is (its call is the customer's)."""
         old = chan.call
         if old.recorded_channel == chan.id:
             return
-        twin_name = _local_twin(chan.name)
-        twin = self._by_name(old, twin_name) if twin_name else None
+        twin_name = local_twin(chan.name)
+        twin = by_name(old, twin_name) if twin_name else None
         if twin is not None:
             chan.split = twin.split = True
         del old.channels[chan.id]
@@ -339,11 +260,11 @@ class CallTracker:
             del self._calls[old.id]
         call = self._calls.get(linkedid)
         if call is None:
-            call = self._calls[linkedid] = _Call(linkedid)
+            call = self._calls[linkedid] = Call(linkedid)
         chan.call = call
         call.channels[chan.id] = chan
 
-    def _set_var(self, chan: _Channel, var: str, val: str, out: list[Command], now: float) -> None:
+    def _set_var(self, chan: Channel, var: str, val: str, out: list[Command], now: float) -> None:
         call = chan.call
         if var == VAR_REGISTER:
             if call.register is None:
@@ -369,59 +290,11 @@ class CallTracker:
         elif var == VAR_CUSTOMER_NUMBER:
             call.customer_explicit = self._customer(val)
 
-    def _note_agents(self, chan: _Channel, now: float) -> None:
-        """An agent is on the call once their leg answered: a queue rings every member, and
-        each member leg sets CALLREC_AGENT before it rings. A Local agent leg has answered
-        only once both halves are Up (a member whose ;2 answered but lost the race keeps its
-        ;1 Down). The first to answer is the row's agent_name; all are in its agents list."""
-        twin_name = _local_twin(chan.name)
-        if not chan.agent and twin_name is None:
-            return
-        twin = self._twin(chan, twin_name)
-        for leg, other in ((chan, twin), (twin, chan)):
-            if leg is None or not leg.agent or leg.state != "Up" or leg.stint is not None:
-                continue
-            if twin_name is None or (other is not None and other.state == "Up"):
-                # The leg's own call: after a bridge's move the halves may be in two calls.
-                call = leg.call
-                leg.stint = _Stint(leg.agent, now)
-                call.agents.append(leg.stint)
-                if call.agent is None:
-                    call.agent = leg.agent
-
-    def _agent_left(self, chan: _Channel, now: float) -> None:
-        """An agent leg (either half of a Local one) hangs up: the agent left the call."""
-        twin = self._twin(chan, _local_twin(chan.name))
-        for leg in (chan, twin):
-            if leg is not None and leg.stint is not None and leg.stint.left_at is None:
-                leg.stint.left_at = now
-
-    @staticmethod
-    def _anchor_agent(call: _Call) -> str | None:
-        return call.anchor.agent if call.anchor is not None else None
-
-    def _twin(self, chan: _Channel, twin_name: str | None) -> _Channel | None:
-        """The other half of a Local channel: in the same call, unless a bridge moved one
-        half to another call (``_move``); then looked up among all channels."""
-        if twin_name is None:
-            return None
-        twin = self._by_name(chan.call, twin_name)
-        if twin is None and chan.split:
-            twin = next((c for c in self._channels.values() if c.name == twin_name), None)
-        return twin
-
-    @staticmethod
-    def _by_name(call: _Call, name: str) -> _Channel | None:
-        for c in call.channels.values():
-            if c.name == name:
-                return c
-        return None
-
     def _customer(self, raw: str | None) -> tuple[str | None, str | None]:
         # The one place a full number is read; only its masked form and HMAC are kept.
         return mask_number(raw), number_hmac(raw, self._hmac_key)
 
-    def _caller_customer(self, call: _Call, raw: str | None) -> None:
+    def _caller_customer(self, call: Call, raw: str | None) -> None:
         """Every event of the anchor carries its caller ID: masked and HMAC'd only when it
         changes (a transfer), not 14 times a call (bench/event_path.py). What is kept to tell
         is Python's per-process salted hash of it, in memory, never written anywhere."""
@@ -430,30 +303,20 @@ class CallTracker:
             call.caller_seen = seen
             call.customer_from_caller = self._customer(raw)
 
-    def _maybe_start(self, call: _Call, now: float, out: list[Command]) -> None:
+    def _maybe_start(self, call: Call, now: float, out: list[Command]) -> None:
         anchor, register = call.anchor, call.register
         if anchor is None or register is None:
             return
         if register.direction == "inbound":
             if anchor.state == "Up":
                 self._start(call, anchor, register, now, out)
-        elif (answered := self._answered(call, anchor)) is not None:
+        elif (answered := answered_by_customer(call, anchor)) is not None:
             self._start(call, answered, register, now, out)
-
-    @staticmethod
-    def _answered(call: _Call, anchor: _Channel) -> _Channel | None:
-        """Outbound: the customer's channel, the first of the call to be Up other than the
-        agent's own leg (the anchor and its Local twin); None while the customer's phone rings."""
-        twin = _local_twin(anchor.name)
-        for c in call.channels.values():
-            if c.state == "Up" and c is not anchor and c.name != twin:
-                return c
-        return None
 
     def _start(
         self,
-        call: _Call,
-        recorded: _Channel,
+        call: Call,
+        recorded: Channel,
         register: Register,
         now: float,
         out: list[Command],
@@ -479,13 +342,13 @@ class CallTracker:
                 service_number=call.service_number,
                 customer_number_masked=customer[0],
                 customer_number_hmac=customer[1],
-                agent_name=call.agent or self._anchor_agent(call) or recorded.agent,
+                agent_name=call.agent or anchor_agent(call) or recorded.agent,
             )
         )
 
     def _destroy(
         self,
-        chan: _Channel,
+        chan: Channel,
         now: float,
         out: list[Command],
         *,
@@ -493,7 +356,7 @@ class CallTracker:
         interrupted: bool = False,
     ) -> None:
         call = chan.call
-        self._agent_left(chan, now)
+        agent_left(chan, now, self._channels)
         del self._channels[chan.id]
         del call.channels[chan.id]
         if call.recorded_channel == chan.id and call.recording is not None:
@@ -506,7 +369,7 @@ class CallTracker:
                         service_number=call.service_number,
                         customer_number_masked=customer[0],
                         customer_number_hmac=customer[1],
-                        agent_name=call.agent or self._anchor_agent(call),
+                        agent_name=call.agent or anchor_agent(call),
                         agents=tuple(AgentStint(s.agent, s.joined_at, s.left_at) for s in call.agents),
                     ),
                     missed_end=missed,
