@@ -24,7 +24,6 @@ from callrec import __version__
 from callrec.access import audit
 from callrec.archive.pipeline import Archiver
 from callrec.archive.reading import open_archive
-from callrec.archive.store import StoreError
 from callrec.asterisk.ami import AmiClient, AmiSettings
 from callrec.asterisk.ari import AriClient, AriSettings
 from callrec.asterisk.ari_events import (
@@ -32,17 +31,17 @@ from callrec.asterisk.ari_events import (
     ChannelEvent,
     MalformedEvent,
     irrelevant_raw,
-    parse_channel,
+    parse_channels,
     parse_event,
 )
+from callrec.asterisk.ari_events import playing as ari_playing
 from callrec.asterisk.ari_rest import AriUnavailable
 from callrec.asterisk.ari_subscriptions import LEAN_EVENT_TYPES
 from callrec.config import Settings
 from callrec.db.pool import DbPool, Store, StoreUnavailable, close_pool, open_pool
 from callrec.http.api import build_api
 from callrec.http.calls import LiveCalls
-from callrec.ops import metrics, node, sdnotify
-from callrec.ops.disk import free_bytes
+from callrec.ops import gauges, metrics, node, sdnotify
 from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
 from callrec.recording.file_close import CloseWatch, FileClose
@@ -147,7 +146,7 @@ class App:
         restarted = self._asterisk_started is not None and started != self._asterisk_started
         self._asterisk_started = started
         live = await self._channels()
-        playing = _playing(live)
+        playing = ari_playing(live)
         if self.lean is not None:
             live = self.lean.live(live, (f.channel_id for f in self._pending_at_start or ()))
         if self._pending_at_start is not None:
@@ -178,16 +177,12 @@ class App:
         )
 
     async def _channels(self) -> list[ChannelEvent]:
-        live: list[ChannelEvent] = []
-        for obj in sorted(await self.ari.channels(), key=lambda c: str(c.get("creationtime", ""))):
-            try:
-                live.append(parse_channel(obj))
-            except MalformedEvent:
-                metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc()
+        live, malformed = parse_channels(await self.ari.channels())
+        metrics.PROTOCOL_ERRORS.labels(source="ari", kind="malformed_channel").inc(malformed)
         return live
 
     async def _playing(self) -> set[str]:
-        return _playing(await self._channels())
+        return ari_playing(await self._channels())
 
     def _adopt_unjournaled(self, live: list[ChannelEvent], journaled: set[uuid.UUID]) -> None:
         """Event mode sends MixMonitor without waiting for the journal's fsync: a kill -9 in
@@ -283,7 +278,7 @@ class App:
             self._playing,
         )
         self._spawn(self._retention(Sweeper(self.store.pool, s, store)), "retention")
-        self._spawn(self._gauges(), "gauges")
+        self._spawn(gauges.feed(self.settings, lambda: self.store, self.archive), "gauges")
         # READY only once every connection is up (systemd Type=notify).
         waits: asyncio.Future[Any] = asyncio.gather(self.ami.wait_connected(), self.ari.wait_connected())
         stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
@@ -346,44 +341,6 @@ class App:
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1]).start()
 
-    async def _gauges(self) -> None:
-        """Slow-changing gauges and the systemd watchdog, fed from the event loop itself so
-        a stuck loop stops feeding it."""
-        rec_dir = self.settings.asterisk.recordings_dir
-        while True:
-            try:
-                free = await asyncio.to_thread(free_bytes, rec_dir)
-                metrics.RECORDINGS_DIR_FREE_BYTES.set(free)
-                low = free < self.settings.disk_low_bytes
-                metrics.DISK_LOW.set(int(low))
-                if low:
-                    # Recording goes on (a call may be needed as evidence); once the disk is
-                    # full MixMonitor writes nothing, and those calls are counted as no_file.
-                    log.error(
-                        "recordings_dir is low on space",
-                        free_bytes=free,
-                        threshold_bytes=self.settings.disk_low_bytes,
-                    )
-            except OSError as exc:
-                log.warning("cannot stat recordings_dir", error=str(exc)[:200])
-            if self.store is not None:
-                try:
-                    await asyncio.wait_for(self.store.ping(), 5)
-                    metrics.CONNECTION_UP.labels(connection="database").set(1)
-                except (StoreUnavailable, TimeoutError):
-                    metrics.CONNECTION_UP.labels(connection="database").set(0)
-            if self.archive is not None:
-                try:
-                    await asyncio.wait_for(self.archive.store.ping(), 5)
-                    metrics.CONNECTION_UP.labels(connection="store").set(1)
-                except (StoreError, OSError, TimeoutError) as exc:
-                    metrics.CONNECTION_UP.labels(connection="store").set(0)
-                    log.warning(
-                        "archive store unreachable", store=self.archive.store.name, error=str(exc)[:200]
-                    )
-            sdnotify.notify("WATCHDOG=1")
-            await asyncio.sleep(sdnotify.watchdog_interval(default=10.0))
-
     async def main_loop(self) -> None:
         await self.stopping.wait()
 
@@ -440,8 +397,3 @@ class App:
             await self.main_loop()
         finally:
             await self.shutdown()
-
-
-def _playing(channels: list[ChannelEvent]) -> set[str]:
-    """The files MixMonitor is writing on the channels that are up (MIXMONITOR_FILENAME)."""
-    return {ev.channel.mixmonitor_file for ev in channels if ev.channel.mixmonitor_file}

@@ -142,3 +142,21 @@ def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:
 def parse_channel(obj: Any) -> ChannelEvent:
     """A channel from ``GET /channels`` as a snapshot event (reconciliation)."""
     return ChannelEvent("snapshot", _channel(obj))
+
+
+def parse_channels(objs: list[dict[str, Any]]) -> tuple[list[ChannelEvent], int]:
+    """GET /channels as the tracker reconciles with it: the channels in creation order, and
+    how many were malformed (skipped)."""
+    live: list[ChannelEvent] = []
+    malformed = 0
+    for obj in sorted(objs, key=lambda c: str(c.get("creationtime", ""))):
+        try:
+            live.append(parse_channel(obj))
+        except MalformedEvent:
+            malformed += 1
+    return live, malformed
+
+
+def playing(channels: list[ChannelEvent]) -> set[str]:
+    """The files MixMonitor is writing on the channels that are up (MIXMONITOR_FILENAME)."""
+    return {ev.channel.mixmonitor_file for ev in channels if ev.channel.mixmonitor_file}
