@@ -58,6 +58,12 @@ def translations(language: str) -> gettext.NullTranslations:
     return Translations(compiled)
 
 
+@functools.cache
+def _locale(language: str) -> babel.Locale:
+    """Parsed once per language: every time and number on a page asks for it."""
+    return babel.Locale.parse(_LOCALES[language])
+
+
 @dataclass(frozen=True, slots=True)
 class Reader:
     """Who a page is rendered for: the language and zone every string and time follow."""
@@ -71,7 +77,7 @@ class Reader:
 
     @property
     def locale(self) -> babel.Locale:
-        return babel.Locale.parse(_LOCALES[self.language])
+        return _locale(self.language)
 
     def gettext(self, message: str) -> str:
         return translations(self.language).gettext(message)

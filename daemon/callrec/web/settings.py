@@ -4,6 +4,7 @@ neither the person nor the browser says (docs/web.md#time-zones-and-languages)."
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,10 @@ LANGUAGES = ("en", "fi", "sv")
 """The languages the page is translated into (web/locale/); English is the source."""
 
 
+@functools.cache
 def host_zone() -> str:
-    """The host's IANA zone name: $TZ, else /etc/localtime's target, else /etc/timezone, else UTC."""
+    """The host's IANA zone name: $TZ, else /etc/localtime's target, else /etc/timezone, else
+    UTC. Read once, not on each page (a change of the host's zone takes a restart)."""
     candidates = [os.environ.get("TZ", "").lstrip(":")]
     with contextlib.suppress(OSError):
         candidates.append(os.readlink("/etc/localtime").partition("zoneinfo/")[2])
