@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,9 @@ class Mixer:
     async def wait_connected(self) -> None:
         return None
 
-    async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None:
+    def send_mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> Any:
         self.started.append((channel, file))
+        return asyncio.sleep(0)
 
     async def stop_mix_monitor(self, channel: str) -> None:
         return None
@@ -210,11 +212,11 @@ async def test_unknown_script_and_garbage_are_ignored(daemon: Daemon) -> None:
 async def test_when_the_event_mode_was_first_the_agi_waits_for_its_mixmonitor(daemon: Daemon) -> None:
     gate, asked = asyncio.Event(), asyncio.Event()
 
-    async def slow_mix_monitor(channel: str, file: str, *, options: str = "", command: str = "") -> None:
+    def slow_mix_monitor(channel: str, file: str, *, options: str = "", command: str = "") -> Any:
         asked.set()
-        await gate.wait()
+        return gate.wait()
 
-    daemon.mixer.mix_monitor = slow_mix_monitor  # type: ignore[method-assign]
+    daemon.mixer.send_mix_monitor = slow_mix_monitor  # type: ignore[method-assign]
     varset = parse_event(
         {
             "type": "ChannelVarset",

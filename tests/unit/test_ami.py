@@ -167,6 +167,18 @@ async def test_mix_monitor_fields_on_the_wire(fake: FakeAmi) -> None:
     assert len(set(ids)) == len(ids)
 
 
+async def test_send_writes_the_action_before_its_answer_is_awaited(fake: FakeAmi) -> None:
+    async with running(fake) as client:
+        answer = client.send_mix_monitor("PJSIP/alice-00000001", "/rec/early.wav")
+        # Nothing runs the returned awaitable yet: Asterisk has the action all the same.
+        action = await within(2, fake.wait_action("MixMonitor", 1))
+        assert action["File"] == "/rec/early.wav"
+        assert (await answer)["Response"] == "Success"
+        with pytest.raises(ValueError):
+            client.send_mix_monitor("PJSIP/alice-00000001", "/rec/a,b.wav")
+    assert len(fake.actions_named("MixMonitor")) == 1
+
+
 async def test_success_returns_the_response_fields(fake: FakeAmi) -> None:
     async with running(fake) as client:
         response = await client.action("Ping", {})

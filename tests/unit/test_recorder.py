@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -54,9 +55,13 @@ class Mixer:
     async def wait_connected(self) -> None:
         await self.back.wait()
 
-    async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None:
+    def send_mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> Any:
+        """The action is written at the call, as AmiClient.send writes it; the answer comes later."""
         self.started.append(file)
         self.asked.set()
+        return self._answer(file)
+
+    async def _answer(self, file: str) -> None:
         if self.refuse:
             raise AmiError("MixMonitor", "No such channel")
         if self.write:
@@ -161,6 +166,40 @@ async def test_a_recorded_call_gets_one_row_with_the_parties_at_its_end(world: W
     assert w.mixer.stopped == ["PJSIP/trunk-1"]
     assert not marker_of(Path(w.mixer.started[0])).exists(), "the marker is removed with the row"
     assert w.memory.pending == {}
+
+
+async def test_mixmonitor_is_asked_for_within_the_answer_handler_once_the_day_folder_exists(
+    world: World,
+) -> None:
+    w = world
+    w.recorder.execute([start(1)])
+    await until_asked(w)  # the day's first call: its task makes the folder, then asks
+    # The next answer of that day: the action is written before execute() returns, not by the
+    # recording's task a loop turn later (docs/performance.md#head-loss).
+    w.recorder.execute([start(2)])
+    assert w.mixer.started == [str(w.dir / start(1).file_path), str(w.dir / start(2).file_path)]
+    assert w.recorder.state_of(uuid.UUID(int=2)) is State.STARTING
+    for n in (1, 2):
+        w.mixer.close(w.mixer.started[n - 1])
+        w.recorder.execute([finish(n)])
+    assert await w.recorder.drain(5) == 0
+    assert sorted(row.call_id for row, _ in w.memory.rows) == ["L1", "L2"]
+    assert len(w.mixer.started) == 2, "asked once per recording"
+
+
+async def test_a_refusal_of_an_early_mixmonitor_fails_the_recording_without_a_row(world: World) -> None:
+    w = world
+    w.recorder.execute([start(1)])
+    await until_asked(w)
+    w.mixer.refuse = True
+    before = failed("mixmonitor_refused")
+    w.recorder.execute([start(2)])
+    assert len(w.mixer.started) == 2
+    w.mixer.close(w.mixer.started[0])
+    w.recorder.execute([finish(1)])
+    assert await w.recorder.drain(5) == 0
+    assert failed("mixmonitor_refused") == before + 1
+    assert [row.call_id for row, _ in w.memory.rows] == ["L1"] and w.memory.pending == {}
 
 
 async def test_ami_down_until_the_call_ended(world: World) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -323,24 +323,41 @@ class AmiClient:
 
         AmiUnavailable after a timeout does not mean Asterisk did nothing: it may have carried the
         action out and answered too late. Nothing is ever re-sent."""
+        return await self.send(name, fields, timeout=timeout)
+
+    def send(
+        self, name: str, fields: Mapping[str, str], *, timeout: float | None = None
+    ) -> Awaitable[dict[str, str]]:
+        """Write the action now, before returning; the result awaits its answer, as ``action()``.
+
+        Not connected, or a bad field: raised here, nothing written. The write is not followed
+        by a drain: an action is a few hundred bytes, and a sender that must not wait a loop
+        turn (a MixMonitor at the answer, docs/performance.md#head-loss) cannot wait for
+        flow control either; a peer that stops reading is caught by the answer's deadline."""
         writer = self._writer
         if writer is None or not self._logged_in.is_set():
             encode_action(name, fields, "0")  # a bad field is a bug: say so even when disconnected
             raise AmiUnavailable(f"AMI {name}: not connected to Asterisk")
         action_id = self._next_id()
         frame = encode_action(name, fields, action_id)
-        limit = self._settings.action_timeout if timeout is None else timeout
         answer: asyncio.Future[dict[str, str] | None] = asyncio.get_running_loop().create_future()
         self._pending[action_id] = answer
         try:
+            writer.write(frame)
+        except (OSError, RuntimeError) as exc:
+            self._pending.pop(action_id, None)
+            raise AmiUnavailable(f"AMI {name}: connection to Asterisk lost") from exc
+        limit = self._settings.action_timeout if timeout is None else timeout
+        return self._answer(name, action_id, answer, limit)
+
+    async def _answer(
+        self, name: str, action_id: str, answer: asyncio.Future[dict[str, str] | None], limit: float
+    ) -> dict[str, str]:
+        try:
             async with asyncio.timeout(limit):
-                writer.write(frame)
-                await writer.drain()
                 response = await answer
         except TimeoutError:
             raise AmiUnavailable(f"AMI {name}: no answer from Asterisk within {limit} s") from None
-        except OSError as exc:
-            raise AmiUnavailable(f"AMI {name}: connection to Asterisk lost") from exc
         finally:
             self._pending.pop(action_id, None)
         if response is None:
@@ -351,13 +368,19 @@ class AmiClient:
 
     async def mix_monitor(self, channel: str, file: str, *, options: str = "", command: str = "") -> None:
         """Start recording `channel` to `file`; AmiError if Asterisk refuses (e.g. no such channel)."""
+        await self.send_mix_monitor(channel, file, options=options, command=command)
+
+    def send_mix_monitor(
+        self, channel: str, file: str, *, options: str = "", command: str = ""
+    ) -> Awaitable[dict[str, str]]:
+        """``mix_monitor`` whose action is written before this returns (``send``)."""
         # Asterisk joins File, Options and Command with commas into MixMonitor's arguments, so a
         # comma in the file name would silently shift the options (docs/asterisk.md,
         # "Commas in AMI arguments").
         if "," in file:
             raise ValueError("MixMonitor file name must not contain a comma")
         candidates = {"Channel": channel, "File": file, "Options": options, "Command": command}
-        await self.action("MixMonitor", {k: v for k, v in candidates.items() if v})
+        return self.send("MixMonitor", {k: v for k, v in candidates.items() if v})
 
     async def stop_mix_monitor(self, channel: str) -> None:
         """Stop recording `channel`; Asterisk closes the file before it answers (docs/asterisk.md,

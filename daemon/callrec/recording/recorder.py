@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +63,10 @@ class _Recording:
     attached: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     """True once MixMonitor runs (or may run); False if it surely does not."""
     close: PendingClose | None = None
+    journaled: asyncio.Future[None] | None = None
+    """The journal entry being written (event mode: MixMonitor does not wait for it)."""
+    sent: Awaitable[object] | None = None
+    """Event mode: the answer to a MixMonitor action already written (``_send_early``)."""
 
     def settle(self, running: bool) -> None:
         if not self.attached.done():
@@ -175,8 +180,31 @@ class Recorder:
             )
             self._failed(rec, "shutting_down")
             return None
+        if attach is None:
+            self._send_early(rec)
         self._spawn(rec, self._lifecycle)
         return rec
+
+    def _send_early(self, rec: _Recording) -> None:
+        """Event mode: from the handler of the answer event itself, write the journal entry's
+        request and the MixMonitor action before the next event is read
+        (mixmonitor.send_now). Left to the task when the day's folder is new or AMI is down."""
+        path = self._dir / rec.facts.file_path
+        if path.parent not in self._made_dirs or not self._mixer.connected:
+            return
+        self._prepare(rec, path)
+        assert rec.close is not None
+        rec.sent = mixmonitor.send_now(self._mixer, rec.facts.channel_name, path, rec.close.command)
+
+    def _prepare(self, rec: _Recording, path: Path) -> None:
+        rec.close = self._closes.expect(path, ours=True)
+        # MixMonitor is asked for while the journal entry is being written, not after its fsync
+        # (tens of ms on a busy disk, all of it lost audio). A kill -9 in between leaves a
+        # recording without an entry, which the next start finds by its MIXMONITOR_FILENAME
+        # (docs/architecture.md#the-journal). AGI holds the call anyway.
+        rec.journaled = asyncio.ensure_future(self._pending.begin(rec.facts))
+        rec.life.to(State.JOURNALED)
+        rec.life.to(State.STARTING)
 
     def adopt(self, facts: StartRecording) -> None:
         """Take over a recording a previous run started on a channel that is still up."""
@@ -252,20 +280,15 @@ class Recorder:
         bound = self._bound(facts)
         path = self._dir / facts.file_path
         try:
-            if path.parent not in self._made_dirs:
-                # Once per day folder: a thread hop per call would delay every MixMonitor.
-                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-                self._made_dirs = {path.parent}
-            rec.close = self._closes.expect(path, ours=True)
-            # Event mode: MixMonitor is asked for while the journal entry is being written, not
-            # after its fsync (tens of ms on a busy disk, all of it lost audio). A kill -9 in
-            # between leaves a recording without an entry, which the next start finds by its
-            # MIXMONITOR_FILENAME (docs/architecture.md#the-journal). AGI holds the call anyway.
-            journaled = asyncio.ensure_future(self._pending.begin(facts))
+            if rec.journaled is None:
+                if path.parent not in self._made_dirs:
+                    # Once per day folder: a thread hop per call would delay every MixMonitor.
+                    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+                    self._made_dirs = {path.parent}
+                self._prepare(rec, path)
+            assert rec.journaled is not None and rec.close is not None
             if rec.attach is not None:
-                await journaled
-            rec.life.to(State.JOURNALED)
-            rec.life.to(State.STARTING)
+                await rec.journaled  # AGI holds the call anyway: the entry comes first
             via, failure = await mixmonitor.start(
                 self._mixer,
                 rec.attach,
@@ -275,8 +298,9 @@ class Recorder:
                 ended=rec.until_finished,
                 has_ended=lambda: rec.finish is not None,
                 bound=bound,
+                sent=rec.sent,
             )
-            await journaled
+            await rec.journaled
             if failure is not None:
                 rec.settle(False)
                 self._failed(rec, failure)
@@ -294,6 +318,8 @@ class Recorder:
             await self._finalise(rec, path, started_at, bound)
         finally:
             rec.settle(False)
+            if inspect.iscoroutine(rec.sent):
+                rec.sent.close()  # cancelled before it was awaited: no "never awaited" warning
             await self._forget(rec)
 
     async def _resume(self, rec: _Recording) -> None:
