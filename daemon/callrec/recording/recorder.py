@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +23,8 @@ from callrec.config import Register
 from callrec.ops import metrics
 from callrec.recording import mixmonitor
 from callrec.recording.facts import Parties, Recording, StartRecording
-from callrec.recording.file_close import FileClose, PendingClose, mtime_of
+from callrec.recording.file_close import FileClose, mtime_of
+from callrec.recording.in_flight import InFlight
 from callrec.recording.lifecycle import Failure, Lifecycle, State
 from callrec.recording.mixmonitor import Attach, Mixer
 from callrec.recording.pause import Pauses, pause_head
@@ -45,48 +44,6 @@ class RowSink(Protocol):
     """Where finished rows go (the outbox); also drops the pending entry."""
 
     async def put(self, row: Recording, retention: str) -> None: ...
-
-
-@dataclass(eq=False)
-class _Recording:
-    facts: StartRecording
-    life: Lifecycle = field(default_factory=Lifecycle)
-    stop_at: float | None = None
-    """When the recorded channel began to hang up (StopRecording)."""
-    finish: FinishRecording | None = None
-    """Set once the recorded channel is gone (FinishRecording)."""
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set whenever ``stop_at`` or ``finish`` is: one Event per recording (5,000 calls up hold
-    5,000 of them; an Event is ~0.9 KB), never a task per thing waited for."""
-    attach: Attach | None = None
-    """AGI mode: how MixMonitor is started instead of the AMI action."""
-    attached: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    """True once MixMonitor runs (or may run); False if it surely does not."""
-    close: PendingClose | None = None
-    journaled: asyncio.Future[None] | None = None
-    """The journal entry being written (event mode: MixMonitor does not wait for it)."""
-    sent: Awaitable[object] | None = None
-    """Event mode: the answer to a MixMonitor action already written (``_send_early``)."""
-
-    def settle(self, running: bool) -> None:
-        if not self.attached.done():
-            self.attached.set_result(running)
-
-    async def until_finished(self) -> None:
-        while self.finish is None:
-            self.changed.clear()
-            await self.changed.wait()
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and sha256 of a closed recording (runs in a worker thread)."""
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            size += len(chunk)
-            sha.update(chunk)
-    return size, sha.hexdigest()
 
 
 class Recorder:
@@ -115,7 +72,7 @@ class Recorder:
         self._clock = clock
         self.pauses = pauses
         """Pause and resume (recording/pause.py); None: CALLREC_PAUSE is ignored."""
-        self._active: dict[uuid.UUID, _Recording] = {}
+        self._active: dict[uuid.UUID, InFlight] = {}
         self._made_dirs: set[Path] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -170,8 +127,8 @@ class Recorder:
         rec = self._active.get(recording_id)
         return rec is not None and await asyncio.shield(rec.attached)
 
-    def _start(self, cmd: StartRecording, attach: Attach | None = None) -> _Recording | None:
-        rec = _Recording(cmd, attach=attach)
+    def _start(self, cmd: StartRecording, attach: Attach | None = None) -> InFlight | None:
+        rec = InFlight(cmd, attach=attach)
         if not self.accepting:
             log.warning(
                 "call answered during shutdown, left to the next start",
@@ -185,7 +142,7 @@ class Recorder:
         self._spawn(rec, self._lifecycle)
         return rec
 
-    def _send_early(self, rec: _Recording) -> None:
+    def _send_early(self, rec: InFlight) -> None:
         """Event mode: from the handler of the answer event itself, write the journal entry's
         request and the MixMonitor action before the next event is read
         (mixmonitor.send_now). Left to the task when the day's folder is new or AMI is down."""
@@ -196,7 +153,7 @@ class Recorder:
         assert rec.close is not None
         rec.sent = mixmonitor.send_now(self._mixer, rec.facts.channel_name, path, rec.close.command)
 
-    def _prepare(self, rec: _Recording, path: Path) -> None:
+    def _prepare(self, rec: InFlight, path: Path) -> None:
         rec.close = self._closes.expect(path, ours=True)
         # MixMonitor is asked for while the journal entry is being written, not after its fsync
         # (tens of ms on a busy disk, all of it lost audio). A kill -9 in between leaves a
@@ -215,13 +172,13 @@ class Recorder:
             register=facts.register,
             recording_id=str(facts.recording_id),
         )
-        rec = _Recording(facts, life=Lifecycle.adopted())
+        rec = InFlight(facts, life=Lifecycle.adopted())
         rec.settle(True)
         self._spawn(rec, self._resume)
 
     def recover(self, facts: StartRecording, *, interrupted: bool) -> None:
         """A recording whose call ended while no daemon watched: its row comes from the file."""
-        rec = _Recording(facts, life=Lifecycle.recovered())
+        rec = InFlight(facts, life=Lifecycle.recovered())
         rec.finish = FinishRecording(
             recording_id=facts.recording_id,
             ended_at=self._clock(),
@@ -232,7 +189,7 @@ class Recorder:
         rec.settle(False)
         self._spawn(rec, self._resume)
 
-    def _spawn(self, rec: _Recording, body: Callable[[_Recording], object]) -> None:
+    def _spawn(self, rec: InFlight, body: Callable[[InFlight], object]) -> None:
         rid = rec.facts.recording_id
         self._active[rid] = rec
         metrics.RECORDINGS_ACTIVE.set(len(self._active))
@@ -269,13 +226,13 @@ class Recorder:
         )
         return bound
 
-    def _failed(self, rec: _Recording, reason: Failure) -> None:
+    def _failed(self, rec: InFlight, reason: Failure) -> None:
         rec.life.fail(reason)
         metrics.RECORDINGS_FAILED.labels(register=rec.facts.register, reason=reason).inc()
 
     # --- the lifecycle ----------------------------------------------------------------------
 
-    async def _lifecycle(self, rec: _Recording) -> None:
+    async def _lifecycle(self, rec: InFlight) -> None:
         facts = rec.facts
         bound = self._bound(facts)
         path = self._dir / facts.file_path
@@ -322,7 +279,7 @@ class Recorder:
                 rec.sent.close()  # cancelled before it was awaited: no "never awaited" warning
             await self._forget(rec)
 
-    async def _resume(self, rec: _Recording) -> None:
+    async def _resume(self, rec: InFlight) -> None:
         facts = rec.facts
         path = self._dir / facts.file_path
         try:
@@ -337,7 +294,7 @@ class Recorder:
         finally:
             await self._forget(rec)
 
-    async def _until_end(self, rec: _Recording) -> None:
+    async def _until_end(self, rec: InFlight) -> None:
         while rec.finish is None and rec.stop_at is None:
             rec.changed.clear()
             await rec.changed.wait()
@@ -348,14 +305,16 @@ class Recorder:
         rec.life.to(State.ENDED)
 
     async def _finalise(
-        self, rec: _Recording, path: Path, started_at: float, bound: structlog.typing.FilteringBoundLogger
+        self, rec: InFlight, path: Path, started_at: float, bound: structlog.typing.FilteringBoundLogger
     ) -> None:
         facts, fin, close = rec.facts, rec.finish, rec.close
         assert fin is not None and close is not None
         closed = await self._closes.wait(close, missed_end=fin.missed_end, interrupted=fin.interrupted)
         rec.life.to(State.CLOSED)
         try:
-            size, sha = await asyncio.to_thread(file_digest, path)
+            size, sha, first_sample = await asyncio.to_thread(
+                wav.examine, path, first_sample=not fin.missed_end
+            )
         except FileNotFoundError:
             bound.error("mixmonitor wrote no file")
             self._failed(rec, "no_file")
@@ -378,7 +337,6 @@ class Recorder:
             ended_at = rec.stop_at if rec.stop_at is not None else fin.ended_at
         # The file's last write and its length tell when its first sample was written, where
         # the clock could not (docs/architecture.md#the-file-knows-its-length).
-        first_sample = None if fin.missed_end else await asyncio.to_thread(wav.first_sample_at, path, size)
         head = pause_head(first_sample, started_at)
         paused = self.pauses.finished(facts.recording_id, ended_at, head=head) if self.pauses else ()
         if first_sample is not None and first_sample < started_at - 0.5:
@@ -400,7 +358,7 @@ class Recorder:
         rec.life.to(State.STORED)
         bound.info("recording finished", duration_seconds=row.duration_seconds, bytes=size)
 
-    async def _forget(self, rec: _Recording) -> None:
+    async def _forget(self, rec: InFlight) -> None:
         self._active.pop(rec.facts.recording_id, None)
         if self.pauses is not None:
             self.pauses.finished(rec.facts.recording_id, self._clock())
