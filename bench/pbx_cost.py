@@ -11,7 +11,12 @@ agent alice over Local channels, tt-monkeys audio both ways, ``--talk`` seconds 
   ``callrec-inbound-lean`` with the AGI request replaced by ``MixMonitor()`` and no ``U()``;
 * ``with``: ``callrec run`` in event mode attached and recording every call (a fresh daemon per
   phase), the calls through ``callrec-inbound``;
-* ``lean``: ``callrec run`` in lean mode, the calls through the shipped ``callrec-inbound-lean``.
+* ``lean``: ``callrec run`` in lean mode, the calls through the shipped ``callrec-inbound-lean``;
+* ``agi_floor``: no callrec, ``native`` plus the two FastAGI requests of the lean dialplan (at
+  the answer, and in Dial's ``U()``), each answered by a null server in this process that reads
+  the environment and closes at once: the least that asking over FastAGI can cost Asterisk.
+  ``lean - agi_floor`` is what callrec's own work costs Asterisk beyond the two requests (the
+  ARI subscription and its events, the commands it sends, StopMixMonitor).
 
 The daemons run with ``[archive] enabled = false``: the archive step (transcoding, sealing) is
 paid per audio hour, off the call's path, and is measured by bench/archive.py.
@@ -29,6 +34,8 @@ reaped children (a MixMonitor post-process command) are reported apart and count
 * ``lean_to_native``: Asterisk's CPU in the lean phase over the native phase (target <= 1.05),
   ``event_to_native`` the same for the event mode; ``lean_daemon_to_asterisk_ratio``: the lean
   daemon's CPU per recorded call against Asterisk's per call with nothing attached (<= 0.10);
+* ``agi_floor_to_native``: ``agi_floor``'s Asterisk CPU over ``native``'s (the floor of any
+  design that asks over FastAGI), ``lean_to_agi_floor`` the rest;
 * ``rows``: the fewest rows a with-phase wrote (must equal ``calls``); ``duplicate_rows`` and
   ``files_changed_after_hashing`` (a file hashed before Asterisk closed it would have grown)
   must be 0.
@@ -54,10 +61,12 @@ import os
 import re
 import shutil
 import signal
+import socketserver
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -163,6 +172,7 @@ TRUNKS = {
     "with": "test-trunk",
     "native": "bench-trunk-native",
     "lean": "test-trunk-lean",
+    "agi_floor": "bench-trunk-agi-floor",
 }
 
 
@@ -183,7 +193,45 @@ exten => _X.,1,Answer()
  same => n,MixMonitor({native}/${{UNIQUEID}}.wav)
  same => n,Dial(Local/alice@callrec-agents,30)
  same => n,Hangup()
+
+; agi_floor phase: callrec-inbound-lean's two FastAGI requests, to a null server (NullAgi).
+[bench-trunk-agi-floor]
+exten => _X.,1,Answer()
+ same => n,Playback(beep)
+ same => n,AGI(agi://127.0.0.1:{self.agi_port}/record)
+ same => n,MixMonitor({native}/${{UNIQUEID}}.wav)
+ same => n,Dial(Local/alice@callrec-agents,30,U(bench-null-answered))
+ same => n,Hangup()
+
+[bench-null-answered]
+exten => s,1,AGI(agi://127.0.0.1:{self.agi_port}/answered)
+ same => n,Return()
 """)
+
+
+class NullAgi(socketserver.ThreadingTCPServer):
+    """A FastAGI server that reads each request's environment and closes: the dialplan goes on.
+    Listens on the AGI port while no daemon does (the agi_floor phase)."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _NullAgiSession)
+        self.requests = 0
+        threading.Thread(target=self.serve_forever, name="null-agi", daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _NullAgiSession(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        while self.rfile.readline().strip():
+            pass
+        assert isinstance(self.server, NullAgi)
+        self.server.requests += 1
 
 
 def burst(driver: Driver, calls: int, rate: float, talk: int, first: int, trunk: str = "test-trunk") -> None:
@@ -321,12 +369,17 @@ def native_figures(phases: dict[str, list[Phase]], n: int) -> dict[str, object]:
     def med(values: list[float], digits: int = 3) -> float | None:
         return round(statistics.median(values), digits) if values else None
 
-    without, native, with_, lean = (phases.get(k, []) for k in ("without", "native", "with", "lean"))
+    without, native, with_, lean, floor = (
+        phases.get(k, []) for k in ("without", "native", "with", "lean", "agi_floor")
+    )
     out["asterisk_ms_per_call_native"] = med([ast(p) * 1000 / n for p in native], 2)
     out["asterisk_ms_per_call_lean"] = med([ast(p) * 1000 / n for p in lean], 2)
     out["native_to_bare"] = med([ast(a) / b.asterisk.own for a, b in zip(native, without, strict=False)])
     out["event_to_native"] = med([ast(a) / ast(b) for a, b in zip(with_, native, strict=False)])
     out["lean_to_native"] = med([ast(a) / ast(b) for a, b in zip(lean, native, strict=False)])
+    out["asterisk_ms_per_call_agi_floor"] = med([ast(p) * 1000 / n for p in floor], 2)
+    out["agi_floor_to_native"] = med([ast(a) / ast(b) for a, b in zip(floor, native, strict=False)])
+    out["lean_to_agi_floor"] = med([ast(a) / ast(b) for a, b in zip(lean, floor, strict=False)])
     out["lean_daemon_ms_per_call"] = med([p.daemon * 1000 / max(p.rows, 1) for p in lean], 2)
     out["lean_daemon_to_asterisk_ratio"] = med(
         [(p.daemon / max(p.rows, 1)) / (b.asterisk.own / n) for p, b in zip(lean, without, strict=False)]
@@ -339,6 +392,8 @@ def native_figures(phases: dict[str, list[Phase]], n: int) -> dict[str, object]:
         "lean_daemon_s": [round(p.daemon, 2) for p in lean],
         "lean_to_native": [round(ast(a) / ast(b), 3) for a, b in zip(lean, native, strict=False)],
         "event_to_native": [round(ast(a) / ast(b), 3) for a, b in zip(with_, native, strict=False)],
+        "asterisk_s_agi_floor": [round(ast(p), 2) for p in floor],
+        "agi_floor_to_native": [round(ast(a) / ast(b), 3) for a, b in zip(floor, native, strict=False)],
     }
     return out
 
@@ -361,8 +416,8 @@ def main() -> int:
     p.add_argument(
         "--phases",
         nargs="+",
-        default=["without", "native", "with", "lean"],
-        choices=["without", "native", "with", "lean"],
+        default=["without", "native", "with", "lean", "agi_floor"],
+        choices=["without", "native", "with", "lean", "agi_floor"],
         help="phases of a round (without and with are always run)",
     )
     p.add_argument("--keep", action="store_true", help="keep the work folder (recordings, daemon logs)")
@@ -406,7 +461,14 @@ def main() -> int:
                 mode = {"with": "event", "lean": "lean"}.get(name)
                 if mode is not None:
                     daemon = start_daemon(work / f"daemon-{name}-{r}", asterisk, dsn, args.daemon_src, mode)
-                ph = run_phase(args, driver, ast_pid, dsn, daemon, first, TRUNKS[name])
+                null_agi = NullAgi(asterisk.agi_port) if name == "agi_floor" else None
+                try:
+                    ph = run_phase(args, driver, ast_pid, dsn, daemon, first, TRUNKS[name])
+                finally:
+                    if null_agi is not None:
+                        null_agi.stop()
+                if null_agi is not None and null_agi.requests != 2 * args.calls:
+                    raise RuntimeError(f"agi_floor: {null_agi.requests} AGI requests, not {2 * args.calls}")
                 first += args.calls
                 phases[name].append(ph)
                 if daemon is not None:

@@ -201,6 +201,20 @@ def test_the_store_down_for_30_s_during_calls_loses_nothing(
         assert archived_audio(db_dsn, settings_of(reader), r["id"])[:4] == b"OggS"
 
 
+def put_file(path: Path, data: bytes) -> None:
+    """Write a file into a day folder long past: a running node's sweep removes such a folder
+    whenever it finds it empty (retention/files.py), which it may do between our mkdir and our
+    write. The folder is then made again, a few times at most."""
+    for _ in range(5):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.write_bytes(data)
+            return
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(path)
+
+
 def test_a_node_killed_mid_sweep_leaves_nothing_half_done(
     nodes: tuple[Daemon, Daemon], asterisk_b: Asterisk, db_dsn: str
 ) -> None:
@@ -223,8 +237,7 @@ def test_a_node_killed_mid_sweep_leaves_nothing_half_done(
                 ended = datetime.now(UTC) - timedelta(days=400)
                 rel = f"{ended:%Y/%m/%d}/{rid}.wav"
                 path = s_b.asterisk.recordings_dir / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(b"RIFF" + bytes(40))
+                put_file(path, b"RIFF" + bytes(40))
                 row = Recording(
                     id=rid,
                     call_id="x",

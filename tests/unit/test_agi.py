@@ -24,6 +24,7 @@ from callrec.ops import metrics
 from callrec.recording.agi import AgiServer
 from callrec.recording.facts import Recording, StartRecording
 from callrec.recording.file_close import FileClose
+from callrec.recording.lean import Lean
 from callrec.recording.recorder import Recorder
 from callrec.recording.tracker import CallTracker
 from tests.harness.asterisk import free_port
@@ -101,7 +102,12 @@ def channel_vars(register: str = "customer-service", state: str = "Ring") -> str
 
 
 async def asterisk_asks(
-    port: int, answer: Answer, *, script: str = "record", uniqueid: str = "a"
+    port: int,
+    answer: Answer,
+    *,
+    script: str = "record",
+    uniqueid: str = "a",
+    channel: str = "PJSIP/trunk-00000001",
 ) -> list[str]:
     """Play res_agi: send the environment, answer each command; return the commands."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -109,7 +115,7 @@ async def asterisk_asks(
         "agi_network": "yes",
         "agi_network_script": script,
         "agi_request": f"agi://127.0.0.1:{port}/{script}",
-        "agi_channel": "PJSIP/trunk-00000001",
+        "agi_channel": channel,
         "agi_uniqueid": uniqueid,
         "agi_callerid": "unknown",
     }
@@ -199,6 +205,26 @@ async def test_hangup_lines_between_answers_are_skipped(daemon: Daemon) -> None:
     assert len(commands) == 2 and len(daemon.memory.pending) == 1
 
 
+async def test_an_environment_past_its_bounds_ends_the_request_and_the_next_is_served(
+    daemon: Daemon,
+) -> None:
+    for env in (
+        b"".join(b"agi_x%d: y\n" % n for n in range(200)) + b"\n",  # more lines than res_agi sends
+        b"agi_callerid: " + b"1" * 70_000 + b"\n\n",  # more bytes than any caller ID
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+        writer.write(env)
+        try:
+            answer = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:  # closed with our bytes unread: a reset, not a FIN
+            answer = b""
+        assert answer == b"", "closed without a command"
+        writer.close()
+    assert daemon.memory.pending == {}
+    await asterisk_asks(daemon.port, answering(channel_vars()))
+    assert len(daemon.memory.pending) == 1
+
+
 async def test_unknown_script_and_garbage_are_ignored(daemon: Daemon) -> None:
     assert await asterisk_asks(daemon.port, answering(channel_vars()), script="other") == []
     assert await asterisk_asks(daemon.port, answering("200 result=1 (not,base64!)")) != []
@@ -240,3 +266,38 @@ async def test_when_the_event_mode_was_first_the_agi_waits_for_its_mixmonitor(da
     gate.set()
     commands = await asyncio.wait_for(request, 5)
     assert [c.split(" ")[0] for c in commands] == ["GET"]
+
+
+async def test_lean_answered_finds_the_agent_on_the_other_half_in_the_same_round_trip(
+    tmp_path: Path,
+) -> None:
+    class Watching:
+        async def subscribe_channel(self, channel_id: str) -> bool:
+            return True
+
+    tracker = CallTracker(REGISTERS)
+    recorder = Recorder(Mixer(), Memory(), Memory(), REGISTERS, tmp_path, closes=FileClose(None, timeout=0.1))
+    noted: list[tuple[str, str]] = []
+    lean = Lean(Watching(), tracker, recorder, dict(REGISTERS))
+    real = tracker.answered_by
+    tracker.answered_by = lambda linkedid, agent: noted.append((linkedid, agent)) or real(linkedid, agent)  # type: ignore[method-assign]
+    port = free_port()
+    server = AgiServer(("127.0.0.1", port), tracker, recorder, lean)
+    task = asyncio.create_task(server.run())
+    await server.wait_listening()
+    try:
+        await asterisk_asks(port, answering(channel_vars(state="Up")))  # the call is recorded
+        # The agent leg's ;1 (where Dial's U() runs): no CALLREC_AGENT of its own; its twin ;2
+        # has alice. State, linkedid, caller, 4 contract variables, then twin and master.
+        values = ["Up", "L1", "", "", "", "customer-service", "0300", "alice", ""]
+        facts = "200 result=1 (" + ",".join(b64(v) for v in values) + ")"
+        commands = await asterisk_asks(
+            port, answering(facts), script="answered", uniqueid="b", channel="Local/alice@agents-0001;1"
+        )
+    finally:
+        await recorder.drain(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (get,) = commands
+    assert "IMPORT(Local/alice@agents-0001;2,CALLREC_AGENT)" in get and "MASTER_CHANNEL(CALLREC_AGENT)" in get
+    assert noted == [("L1", "alice")]

@@ -44,7 +44,8 @@ SCRIPT: Final = "record"
 ANSWERED: Final = "answered"
 """Lean mode: the far end answered (Dial's ``U()``, Queue's gosub; recording/lean.py)."""
 _ENV_LINES: Final = 128
-_LINE_LIMIT: Final = 8192
+_READ_LIMIT: Final = 65536
+"""Bytes the whole environment (a 1,024-digit caller ID included) or one answer may take."""
 _REQUEST_TIMEOUT: Final = 10.0
 """Seconds one request may take; past it the call goes on (unrecorded unless the event mode
 catches it). Far above the milliseconds it takes, so only a stuck daemon ever hits it."""
@@ -61,7 +62,18 @@ _FIELDS: Final = (
 # A Local channel's name as Asterisk makes it from a dialplan extension; anything else (a
 # comma, a brace, a space) is never put into a command.
 _SAFE_NAME: Final = re.compile(r"^Local/[A-Za-z0-9_.@+-]{1,200};[12]$")
-_FACTS_COMMAND: Final = "GET FULL VARIABLE " + ",".join(f"${{BASE64_ENCODE(${{{f}}})}}" for f in _FIELDS)
+
+
+def _other_agent_fields(name: str) -> tuple[str, ...]:
+    """Lean mode, ``answered`` on a channel without CALLREC_AGENT: where else the agent is. The
+    agent context set it on the other half of this Local channel (inbound: Dial's ``U()`` and
+    Queue's gosub run on ``;1``), or on the call's first channel, the agent's phone (outbound;
+    MASTER_CHANNEL is the channel named by the linkedid)."""
+    twin = local_twin(name)
+    master = f"${{MASTER_CHANNEL({VAR_AGENT})}}"
+    if twin is not None and _SAFE_NAME.match(twin):
+        return (f"${{IMPORT({twin},{VAR_AGENT})}}", master)
+    return (master,)
 
 
 class _AgiError(Exception):
@@ -86,7 +98,7 @@ class AgiServer:
 
     async def run(self) -> None:
         host, port = self._listen
-        server = await asyncio.start_server(self._accept, host, port, limit=_LINE_LIMIT)
+        server = await asyncio.start_server(self._accept, host, port, limit=_READ_LIMIT)
         log.info("agi listening", host=host, port=port)
         self._ready.set()
         try:
@@ -131,39 +143,50 @@ class _Session:
         if not served or not channel_id or not name:
             log.warning("agi request not understood; ignored", script=script[:40])
             return
-        snap = await self._snapshot(channel_id, name)
         if script == ANSWERED:
             assert lean is not None
-            await lean.answered(snap, env.get("agi_arg_1", ""), self._mixmonitor, self.other_agent)
+            # The other agent fields ride on the same GET FULL VARIABLE: one round trip.
+            snap, found = await self._snapshot(channel_id, name, also=_other_agent_fields(name))
+            agent = next((a for a in found if a), "")
+            await lean.answered(snap, env.get("agi_arg_1", ""), self._mixmonitor, agent)
             return
+        snap, _ = await self._snapshot(channel_id, name)
         recording = await claim_and_record(tracker, recorder, snap, self._mixmonitor)
         if lean is not None:
             await lean.settle(snap, recording)
         log.debug("agi request served", channel=channel_id, recording=recording)
 
     async def _environment(self) -> dict[str, str]:
+        # res_agi writes ``name: value\n`` lines and one empty line: read in one go, not a
+        # read per line (two sessions of ~25 lines per lean call; docs/performance.md).
+        raw = await self._reader.readuntil(b"\n\n")
+        lines = raw.decode(errors="replace").split("\n")[:-2]
+        if len(lines) > _ENV_LINES:
+            raise _AgiError("agi environment too long")
         env: dict[str, str] = {}
-        for _ in range(_ENV_LINES):
-            line = (await self._reader.readuntil(b"\n")).decode(errors="replace").rstrip("\r\n")
-            if not line:
-                return env
-            key, _, value = line.partition(": ")
+        for line in lines:
+            key, _, value = line.rstrip("\r").partition(": ")
             env[key] = value
-        raise _AgiError("agi environment too long")
+        return env
 
-    async def _snapshot(self, channel_id: str, name: str) -> ChannelSnapshot:
-        data = await self._command(_FACTS_COMMAND)
+    async def _snapshot(
+        self, channel_id: str, name: str, also: tuple[str, ...] = ()
+    ) -> tuple[ChannelSnapshot, list[str]]:
+        """The channel's state, linkedid, caller and contract variables, and the values of the
+        expressions ``also``, in one GET FULL VARIABLE."""
+        exprs = [f"${{{f}}}" for f in _FIELDS] + list(also)
+        data = await self._command("GET FULL VARIABLE " + ",".join(f"${{BASE64_ENCODE({e})}}" for e in exprs))
         parts = data.split(",")
-        if len(parts) != len(_FIELDS):
+        if len(parts) != len(exprs):
             raise _AgiError("unexpected answer to GET FULL VARIABLE")
         try:
             decoded = [base64.b64decode(p, validate=True).decode(errors="replace") for p in parts]
-            values = dict(zip(_FIELDS, decoded, strict=True))
         except binascii.Error:
             raise _AgiError("answer to GET FULL VARIABLE is not base64") from None
+        values = dict(zip(_FIELDS, decoded, strict=False))
         # Inherited variables (__CALLREC_REGISTER) are read by their plain names.
         contract = {var: values[var] for var in CONTRACT_VARS if values[var]}
-        return ChannelSnapshot(
+        snap = ChannelSnapshot(
             id=channel_id,
             name=name,
             state=values["CHANNEL(state)"] or "Unknown",
@@ -171,22 +194,7 @@ class _Session:
             caller_number=values["CALLERID(num)"] or None,
             vars=contract,
         )
-
-    async def other_agent(self, name: str) -> str:
-        """Lean mode, ``answered`` on a channel without CALLREC_AGENT: the agent context set it
-        on the other half of this Local channel (inbound: Dial's ``U()`` and Queue's gosub run
-        on ``;1``), or on the call's first channel, the agent's phone (outbound; MASTER_CHANNEL
-        is the channel named by the linkedid). "" if neither has it."""
-        twin = local_twin(name)
-        exprs = [f"${{BASE64_ENCODE(${{MASTER_CHANNEL({VAR_AGENT})}})}}"]
-        if twin is not None and _SAFE_NAME.match(twin):
-            exprs.insert(0, f"${{BASE64_ENCODE(${{IMPORT({twin},{VAR_AGENT})}})}}")
-        data = await self._command("GET FULL VARIABLE " + ",".join(exprs))
-        try:
-            found = [base64.b64decode(p, validate=True).decode(errors="replace") for p in data.split(",")]
-        except binascii.Error:
-            raise _AgiError("answer to GET FULL VARIABLE is not base64") from None
-        return next((a for a in found if a), "")
+        return snap, decoded[len(_FIELDS) :]
 
     async def _mixmonitor(self, file: str, command: str) -> None:
         """The recorder's ``Attach``: MixMonitor on this very channel."""

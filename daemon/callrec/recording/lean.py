@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 import structlog
@@ -132,12 +132,13 @@ class Lean:
         snap: ChannelSnapshot,
         agent_arg: str,
         attach: Attach,
-        other_agent: Callable[[str], Awaitable[str]],
+        other_agent: str,
     ) -> None:
         """``agi://.../answered``: outbound, record the customer's channel from its answer;
-        inbound, note the agent who answered the call being recorded."""
+        inbound, note the agent who answered the call being recorded. ``other_agent``: the
+        agent found on the channel's other half or the call's first channel ("" if none)."""
         register = self._registers.get(snap.vars.get(VAR_REGISTER, ""))
-        agent = agent_arg or snap.vars.get(VAR_AGENT, "") or await other_agent(snap.name)
+        agent = agent_arg or snap.vars.get(VAR_AGENT, "") or other_agent
         if register is not None and register.direction == "outbound":
             if agent and VAR_AGENT not in snap.vars:
                 snap = _with_agent(snap, agent)
