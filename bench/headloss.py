@@ -43,7 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import wave
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +153,8 @@ class Batch:
     undecodable: int = 0
     reference_complete: int = 0
     rows: int = 0
+    delays: dict[float, float] = field(default_factory=dict)
+    """What the batch added to the daemon's answer-event delay histogram."""
 
 
 def live_channels(driver: Driver) -> int:
@@ -203,6 +207,27 @@ def run_batch(
     return batch, seen + len(rows)
 
 
+_DELAY_BUCKET = re.compile(r'(?m)^callrec_answer_event_delay_seconds_bucket\{le="([^"]+)"\} (\S+)$')
+
+
+def delay_buckets(port: int) -> dict[float, float]:
+    """The daemon's ``callrec_answer_event_delay_seconds`` histogram: cumulative count per
+    upper bound (Asterisk's part of the head loss; empty from a daemon without it)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {float(le): float(n) for le, n in _DELAY_BUCKET.findall(text)}
+
+
+def bucket_quantile(counts: dict[float, float], q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding the ``q``-th percentile observation: never
+    interpolated, as ``percentile`` is nearest-rank."""
+    total = counts.get(math.inf, 0.0)
+    if not total:
+        return None
+    rank = max(1, math.ceil(q / 100 * total))
+    return next(le * 1000 for le, n in sorted(counts.items()) if n >= rank)
+
+
 def summary(batches: list[Batch], rounds: int) -> dict[str, object]:
     b0 = batches[0]
     losses = [v for b in batches for v in b.losses_ms]
@@ -229,11 +254,22 @@ def summary(batches: list[Batch], rounds: int) -> dict[str, object]:
         "attach_margin_ms_p50": r(percentile([v for b in batches for v in b.margins_ms], 50)),
         "answer_delay_ms_p50": r(percentile(delays, 50)),
         "answer_delay_ms_p99": r(percentile(delays, 99)),
+        # Event mode: how late Asterisk published the answers, as the daemon's histogram has it.
+        "asterisk_answer_event_ms_p50": bucket_quantile(_summed(b.delays for b in batches), 50),
+        "asterisk_answer_event_ms_p99": bucket_quantile(_summed(b.delays for b in batches), 99),
         "undecodable": sum(b.undecodable for b in batches),
         "reference_complete": sum(b.reference_complete for b in batches),
         "rows": sum(b.rows for b in batches),
         "rows_expected": sum(b.calls for b in batches),
     }
+
+
+def _summed(parts: Iterable[dict[float, float]]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for part in parts:
+        for le, n in part.items():
+            out[le] = out.get(le, 0.0) + n
+    return out
 
 
 def main() -> int:
@@ -274,11 +310,12 @@ def main() -> int:
         asyncio.run(migrate(dsn))
         ast.start()
         cfg = work / "callrec.toml"
+        metrics_port = free_port()
         write_config(
             cfg,
             ast,
             dsn,
-            free_port(),
+            metrics_port,
             state_dir=work / "state",
             # Without "agi" in --modes no [agi] is written: a daemon from before AGI mode loads it.
             extra=f'[agi]\nlisten = "127.0.0.1:{ast.agi_port}"\n' if "agi" in args.modes else "",
@@ -295,7 +332,11 @@ def main() -> int:
         for r in range(rounds):
             for mode, signal, n in cases:
                 for _ in range(singles if n == 1 else 1):
+                    before = delay_buckets(metrics_port)
                     batch, seen = run_batch(ast, driver, dsn, seen, mode, signal, n)
+                    batch.delays = {
+                        le: c - before.get(le, 0.0) for le, c in delay_buckets(metrics_port).items()
+                    }
                     results[(mode, signal, n)].append(batch)
                     worst = max(batch.losses_ms, default=math.nan)
                     say(

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from callrec.asterisk.ari_events import (
     irrelevant_raw,
     parse_channels,
     parse_event,
+    published_at,
 )
 from callrec.asterisk.ari_events import playing as ari_playing
 from callrec.asterisk.ari_rest import AriUnavailable
@@ -46,12 +46,11 @@ from callrec.recording.agi import AgiServer
 from callrec.recording.facts import StartRecording
 from callrec.recording.file_close import CloseWatch, FileClose
 from callrec.recording.journal import Journal
-from callrec.recording.layout import named_by_callrec
 from callrec.recording.lean import Lean
 from callrec.recording.outbox import Outbox
 from callrec.recording.pause import Pauses
 from callrec.recording.recorder import Recorder
-from callrec.recording.strays import Rules, StrayScan
+from callrec.recording.strays import Rules, StrayScan, adopt_unjournaled
 from callrec.recording.tracker import CallTracker
 from callrec.retention.sweep import Sweeper
 from callrec.retry import Backoff, Stopped, retry
@@ -112,7 +111,11 @@ class App:
             return
         if event is not None:
             assert self.recorder is not None
-            self.recorder.execute(self.tracker.handle(event, time.time()))
+            commands = self.tracker.handle(event, now := time.time())
+            self.recorder.execute(commands)  # first: it writes MixMonitor at once
+            if any(isinstance(c, StartRecording) for c in commands) and (at := published_at(obj)):
+                # Asterisk's part of the head loss (docs/performance.md#where-the-head-loss-goes).
+                metrics.ANSWER_EVENT_DELAY.observe(max(now - at, 0.0))
 
     async def on_connect(self) -> None:
         """Asterisk keeps no events for a disconnected client: rebuild from the channel list.
@@ -161,7 +164,10 @@ class App:
                     self.recorder.adopt(dataclasses.replace(facts, channel_name=event.channel.name))
                 else:
                     self.recorder.recover(facts, interrupted=False)
-            self._adopt_unjournaled(live, {f.recording_id for f in self._pending_at_start})
+            journaled = {f.recording_id for f in self._pending_at_start}
+            adopt_unjournaled(
+                self.tracker, self.recorder, live, journaled, self.settings.asterisk.recordings_dir
+            )
             self._pending_at_start = None
             if self.strays is not None:
                 # After the adoptions: what is left in recordings_dir has no owner in this run.
@@ -183,22 +189,6 @@ class App:
 
     async def _playing(self) -> set[str]:
         return ari_playing(await self._channels())
-
-    def _adopt_unjournaled(self, live: list[ChannelEvent], journaled: set[uuid.UUID]) -> None:
-        """Event mode sends MixMonitor without waiting for the journal's fsync: a kill -9 in
-        between leaves a live recording the journal never saw. MixMonitor's own
-        MIXMONITOR_FILENAME names it (docs/architecture.md#adoption-after-a-crash)."""
-        assert self.recorder is not None
-        rec_dir = self.settings.asterisk.recordings_dir
-        for event in live:
-            file = event.channel.mixmonitor_file
-            found = named_by_callrec(file, rec_dir) if file else None
-            if found is None or found[0] in journaled:
-                continue
-            facts = self.tracker.adopt_unjournaled(event, found[0], found[1], time.time())
-            if facts is not None:
-                log.info("recording found on its channel without a journal entry", call_id=facts.call_id)
-                self.recorder.adopt(facts)
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -87,6 +87,9 @@ def test_metrics_during_and_after_a_call(
     assert after.value("callrec_db_write_seconds_count") == 1
     assert 0 < after.value("callrec_db_write_seconds_sum") < 5
     assert after.value("callrec_answer_to_mixmonitor_seconds_bucket", le="+Inf") == 1
+    # Asterisk's own part of it: from the answer event's timestamp to callrec (same host clock).
+    assert after.value("callrec_answer_event_delay_seconds_count") == 1
+    assert 0 <= after.value("callrec_answer_event_delay_seconds_sum") < 5
 
     # Labels are closed sets: nothing phone-shaped, and not the caller's number in any form.
     for sample in after.samples():

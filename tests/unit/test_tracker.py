@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from callrec.asterisk.ari_events import ChannelEvent, MalformedEvent, parse_channel, parse_event
+from callrec.asterisk.ari_events import ChannelEvent, MalformedEvent, parse_channel, parse_event, published_at
 from callrec.config import Register, Retention
 from callrec.recording.facts import StartRecording
 from callrec.recording.tracker import CallTracker, FinishRecording, Problem, StopRecording
@@ -511,3 +511,11 @@ def test_a_picked_up_agent_is_listed_on_the_call_their_leg_moved_to() -> None:
     assert t.agents_of(start.recording_id) == frozenset({"bob"})
     (finish,) = t.handle(ev("ChannelDestroyed", chan("a")), 9)
     assert [(s.agent, s.joined_at) for s in finish.parties.agents] == [("bob", 3)]
+
+
+def test_published_at_reads_asterisks_timestamp_and_nothing_else() -> None:
+    # ARI's form: milliseconds and a numeric offset (Asterisk 22, res_ari).
+    assert published_at({"timestamp": "2026-12-02T07:30:27.123+0000"}) == 1796196627.123
+    assert published_at({"timestamp": "2026-12-02T09:30:27.123+0200"}) == 1796196627.123
+    for bad in ({}, {"timestamp": 5}, {"timestamp": "yesterday"}, {"timestamp": "2026-12-02T07:30:27"}):
+        assert published_at(bad) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 LINKEDID = "CHANNEL(linkedid)"
@@ -137,6 +138,18 @@ def parse_event(obj: Mapping[str, Any]) -> ChannelEvent | None:
             raise MalformedEvent("ChannelVarset lacks variable or value")
         return ChannelEvent(kind, channel, var.lstrip("_"), val)
     return ChannelEvent(kind, _channel(obj.get("channel")))
+
+
+def published_at(obj: Mapping[str, Any]) -> float | None:
+    """When Asterisk published the event, from its ``timestamp`` (``2026-12-02T07:30:27.123+0000``,
+    milliseconds); None if it has none in that form."""
+    stamp = obj.get("timestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except ValueError:
+        return None
 
 
 def parse_channel(obj: Any) -> ChannelEvent:

@@ -92,6 +92,13 @@ ANSWER_TO_MIXMONITOR = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+ANSWER_EVENT_DELAY = Histogram(
+    "callrec_answer_event_delay_seconds",
+    "From Asterisk publishing the event that starts a recording (its timestamp) to callrec"
+    " handling it: Asterisk's part of the audio lost at the start (event mode).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
 DB_WRITE_SECONDS = Histogram(
     "callrec_db_write_seconds",
     "Time to write one recording row.",

@@ -44,11 +44,14 @@ import asyncpg
 import structlog
 
 from callrec import wav
+from callrec.asterisk.ari_events import ChannelEvent
 from callrec.config import Register, Settings
 from callrec.db.pool import Db, StoreUnavailable
 from callrec.ops import metrics
 from callrec.recording.facts import StartRecording
-from callrec.recording.layout import Named, node_tag, parse
+from callrec.recording.layout import Named, named_by_callrec, node_tag, parse
+from callrec.recording.recorder import Recorder
+from callrec.recording.tracker import CallTracker
 from callrec.retention.files import day_dirs, orphan_age
 
 log = structlog.get_logger("callrec.strays")
@@ -285,3 +288,25 @@ def _facts(f: Found, register: Register, seconds: float) -> StartRecording:
         file_path=f.named.path,
         answered_at=f.mtime - seconds,
     )
+
+
+def adopt_unjournaled(
+    tracker: CallTracker,
+    recorder: Recorder,
+    live: list[ChannelEvent],
+    journaled: set[uuid.UUID],
+    recordings_dir: Path,
+) -> None:
+    """The other recordings no journal entry knows: live ones. Event mode sends MixMonitor
+    without waiting for the journal's fsync, so a kill -9 in between leaves a live recording
+    the journal never saw. MixMonitor's own MIXMONITOR_FILENAME names it
+    (docs/architecture.md#adoption-after-a-crash)."""
+    for event in live:
+        file = event.channel.mixmonitor_file
+        found = named_by_callrec(file, recordings_dir) if file else None
+        if found is None or found[0] in journaled:
+            continue
+        facts = tracker.adopt_unjournaled(event, found[0], found[1], time.time())
+        if facts is not None:
+            log.info("recording found on its channel without a journal entry", call_id=facts.call_id)
+            recorder.adopt(facts)
