@@ -336,3 +336,42 @@ async def test_the_outbox_sets_a_refused_row_aside(tmp_path: Path) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await journal.close()
+
+
+@pytest.mark.parametrize("waiting", [3, 150])
+async def test_the_outbox_depth_gauge_counts_every_row_waiting_for_the_database(
+    tmp_path: Path, waiting: int
+) -> None:
+    """Below one batch (100 rows) the batch read is the count; past it the journal counts."""
+
+    class Down:
+        def __init__(self) -> None:
+            self.asked = asyncio.Event()
+
+        async def execute(self, query: str, *args: object) -> str:
+            self.asked.set()
+            raise ConnectionRefusedError("the database is down")
+
+    journal = await Journal.open(tmp_path)
+    for n in range(1, waiting + 1):
+        row = Recording.finished(
+            start(n),
+            started_at=100.0,
+            ended_at=110.0,
+            file_size=1,
+            sha256="0" * 64,
+            node="pbx1",
+            recovered=False,
+            interrupted=False,
+            parties=Parties(None, None, None, None),
+        )
+        await journal.complete(row, "6 months")
+    db = Down()
+    task = asyncio.create_task(Outbox(journal, db).run())
+    try:
+        await asyncio.wait_for(db.asked.wait(), 5)  # the gauge is set before the first insert
+        assert REGISTRY.get_sample_value("callrec_outbox_depth") == waiting
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await journal.close()
