@@ -136,6 +136,21 @@ def finish(n: int = 1, **kw: bool) -> FinishRecording:
     return FinishRecording(uuid.UUID(int=n), ended_at=130.0, parties=parties, **kw)
 
 
+def stored_row(n: int) -> Recording:
+    """A finished row of recording ``n`` (10 s, one byte), as the outbox receives it."""
+    return Recording.finished(
+        start(n),
+        started_at=100.0,
+        ended_at=110.0,
+        file_size=1,
+        sha256="0" * 64,
+        node="pbx1",
+        recovered=False,
+        interrupted=False,
+        parties=Parties(None, None, None, None),
+    )
+
+
 def failed(reason: str, register: str = "customer-service") -> float:
     value = REGISTRY.get_sample_value(
         "callrec_recordings_failed_total", {"register": register, "reason": reason}
@@ -315,17 +330,7 @@ async def test_the_outbox_sets_a_refused_row_aside(tmp_path: Path) -> None:
     task = asyncio.create_task(outbox.run())
     before = failed("row_rejected")
     try:
-        row = Recording.finished(
-            start(),
-            started_at=100.0,
-            ended_at=110.0,
-            file_size=1,
-            sha256="0" * 64,
-            node="pbx1",
-            recovered=False,
-            interrupted=False,
-            parties=Parties(None, None, None, None),
-        )
+        row = stored_row(1)
         await outbox.put(row, "6 months")
         assert await outbox.flush(5)
         assert failed("row_rejected") == before + 1
@@ -354,17 +359,7 @@ async def test_the_outbox_depth_gauge_counts_every_row_waiting_for_the_database(
 
     journal = await Journal.open(tmp_path)
     for n in range(1, waiting + 1):
-        row = Recording.finished(
-            start(n),
-            started_at=100.0,
-            ended_at=110.0,
-            file_size=1,
-            sha256="0" * 64,
-            node="pbx1",
-            recovered=False,
-            interrupted=False,
-            parties=Parties(None, None, None, None),
-        )
+        row = stored_row(n)
         await journal.complete(row, "6 months")
     db = Down()
     task = asyncio.create_task(Outbox(journal, db).run())
