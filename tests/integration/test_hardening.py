@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -128,7 +129,7 @@ async def test_dsar_needs_a_case_reference_and_audits_the_numbers_hmac(db_dsn: s
         assert detail["number_hmac"] == number_hmac(FULL, KEY)
         assert detail["number_masked"] == "+358401234***"
         assert detail["case_reference"] == "ticket 0401234***"
-        assert "4567" not in json.dumps(detail)
+        assert "4567" not in IDENTIFIERS.sub("", json.dumps(detail))
 
 
 # --- item 7: malformed values answer 4xx with a message of our own -------------------------------
@@ -197,6 +198,9 @@ async def test_a_token_of_invalid_utf8_is_just_unknown(w: World) -> None:
 # --- item 6: a full number in free text is stored masked, whatever its separators ----------------
 
 TYPED = ["040\u2013123\u20134567", "040/123/4567", "+358_40_123_4567", "040.123.4567"]
+# A recording's id and a bundle's sha256 are random hex and may hold "4567" by chance (CI stop 22
+# met a recording id 03145674-...): they are taken out before the number's hidden tail is looked for.
+IDENTIFIERS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{64}")
 
 
 async def test_numbers_in_free_text_are_stored_masked(w: World) -> None:
@@ -224,7 +228,7 @@ async def test_numbers_in_free_text_are_stored_masked(w: World) -> None:
         *(r["reason"] or "" for r in await w.pool.fetch("SELECT reason FROM legal_hold_log")),
         await w.pool.fetchval("SELECT hold_reason FROM recordings WHERE id = $1", rid),
     ]
-    leaked = [s for s in stored if "4567" in s]
+    leaked = [s for s in stored if "4567" in IDENTIFIERS.sub("", s)]
     assert leaked == []
     assert any("0401234***" in s for s in stored)
 
