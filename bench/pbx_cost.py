@@ -172,6 +172,7 @@ TRUNKS = {
     "with": "test-trunk",
     "native": "bench-trunk-native",
     "lean": "test-trunk-lean",
+    "lean_base": "test-trunk-lean",
     "agi_floor": "bench-trunk-agi-floor",
 }
 
@@ -327,12 +328,30 @@ def run_phase(
 
 # Where a py-spy sample goes: the first of these found in its stack, searched in this order.
 _PARTS = (
-    ("logging", ("structlog/", "callrec/logs.py")),
-    ("AMI", ("callrec/asterisk/ami.py",)),
-    ("journal (SQLite)", ("callrec/journal.py",)),
-    ("outbox + PostgreSQL", ("callrec/outbox.py", "callrec/store.py", "asyncpg/")),
-    ("recorder (file, hash, tasks)", ("callrec/recorder.py", "callrec/closewatch.py")),
-    ("ARI stream (aiohttp, decode, tracker)", ("callrec/asterisk/ari.py", "callrec/calls.py", "aiohttp/")),
+    ("logging", ("structlog/", "callrec/ops/logs.py")),
+    ("AGI (FastAGI sessions)", ("callrec/recording/agi.py",)),
+    ("AMI", ("callrec/asterisk/ami", "callrec/recording/mixmonitor.py")),
+    ("journal (SQLite)", ("callrec/recording/journal.py", "sqlite3")),
+    ("outbox + PostgreSQL", ("callrec/recording/outbox.py", "callrec/db/", "asyncpg/")),
+    (
+        "recorder (file, hash, tasks)",
+        (
+            "callrec/recording/recorder.py",
+            "callrec/recording/file_close.py",
+            "callrec/recording/in_flight.py",
+            "callrec/wav.py",
+        ),
+    ),
+    ("ARI REST (subscriptions)", ("callrec/asterisk/ari_rest.py", "callrec/asterisk/ari_subscriptions.py")),
+    (
+        "ARI stream (aiohttp, decode, tracker)",
+        (
+            "callrec/asterisk/ari",
+            "callrec/recording/tracker.py",
+            "callrec/recording/call_state.py",
+            "aiohttp/",
+        ),
+    ),
 )
 
 
@@ -385,6 +404,18 @@ def native_figures(phases: dict[str, list[Phase]], n: int) -> dict[str, object]:
         [(p.daemon / max(p.rows, 1)) / (b.asterisk.own / n) for p, b in zip(lean, without, strict=False)]
     )
     out["lean_ari_events_per_call"] = med([p.events / n for p in lean], 1)
+    base = phases.get("lean_base", [])
+    if base:  # --baseline-src: an earlier daemon, lean, alternated with this one
+        out["lean_base_daemon_ms_per_call"] = med([p.daemon * 1000 / max(p.rows, 1) for p in base], 2)
+        out["asterisk_ms_per_call_lean_base"] = med([ast(p) * 1000 / n for p in base], 2)
+        out["lean_daemon_to_base"] = med(
+            [
+                (a.daemon / max(a.rows, 1)) / (b.daemon / max(b.rows, 1))
+                for a, b in zip(lean, base, strict=False)
+            ]
+        )
+        out["lean_asterisk_to_base"] = med([ast(a) / ast(b) for a, b in zip(lean, base, strict=False)])
+        out["lean_base_rows_per_round"] = [p.rows for p in base]
     out["lean_rows_per_round"] = [p.rows for p in lean]
     out["samples_native"] = {
         "asterisk_s_native": [round(ast(p), 2) for p in native],
@@ -417,16 +448,24 @@ def main() -> int:
         "--phases",
         nargs="+",
         default=["without", "native", "with", "lean", "agi_floor"],
-        choices=["without", "native", "with", "lean", "agi_floor"],
+        choices=["without", "native", "with", "lean", "agi_floor", "lean_base"],
         help="phases of a round (without and with are always run)",
     )
+    p.add_argument(
+        "--baseline-src", type=Path, help="source root of an earlier callrec for the lean_base phase"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work folder (recordings, daemon logs)")
-    p.add_argument("--profile", type=Path, help="py-spy the daemon in one extra with-phase; summary here")
+    p.add_argument("--profile", type=Path, help="py-spy the daemon in one extra phase; summary here")
+    p.add_argument(
+        "--profile-mode", choices=["event", "lean"], default="event", help="the daemon's mode then"
+    )
     args = p.parse_args()
     args.calls = args.calls or (60 if args.quick else 200)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.phases = ["without", *(x for x in args.phases if x not in ("without", "with")), "with"]
     args.phases = list(dict.fromkeys(args.phases))
+    if ("lean_base" in args.phases) != (args.baseline_src is not None):
+        p.error("the lean_base phase and --baseline-src go together")
     if os.geteuid() != 0:
         say("pbx_cost needs root: the harness chroots into a Debian sid root and bind-mounts into it")
         return 1
@@ -458,9 +497,10 @@ def main() -> int:
             # every phase alike; the ratios are then taken per round, between neighbours in time.
             order = args.phases[r % len(args.phases) :] + args.phases[: r % len(args.phases)]
             for name in order:
-                mode = {"with": "event", "lean": "lean"}.get(name)
+                mode = {"with": "event", "lean": "lean", "lean_base": "lean"}.get(name)
+                src = args.baseline_src if name == "lean_base" else args.daemon_src
                 if mode is not None:
-                    daemon = start_daemon(work / f"daemon-{name}-{r}", asterisk, dsn, args.daemon_src, mode)
+                    daemon = start_daemon(work / f"daemon-{name}-{r}", asterisk, dsn, src, mode)
                 null_agi = NullAgi(asterisk.agi_port) if name == "agi_floor" else None
                 try:
                     ph = run_phase(args, driver, ast_pid, dsn, daemon, first, TRUNKS[name])
@@ -484,7 +524,8 @@ def main() -> int:
         same, checked = files_unchanged(dsn, asterisk.recordings_dir)
 
         if args.profile is not None:
-            daemon = start_daemon(work / "daemon-profile", asterisk, dsn, args.daemon_src)
+            mode = args.profile_mode
+            daemon = start_daemon(work / "daemon-profile", asterisk, dsn, args.daemon_src, mode)
             raw = work / "profile.txt"
             # --gil: only samples where the daemon holds the GIL, i.e. runs Python (not idle waits).
             spy_cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.proc.pid)]
@@ -495,7 +536,7 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-            run_phase(args, driver, ast_pid, dsn, daemon, first)
+            run_phase(args, driver, ast_pid, dsn, daemon, first, TRUNKS["lean" if mode == "lean" else "with"])
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
             daemon.stop()
@@ -549,7 +590,7 @@ def main() -> int:
         }
         result.update(native_figures(phases, n))
         print(json.dumps(result), flush=True)
-        recorded = [*with_, *phases.get("lean", [])]
+        recorded = [*with_, *phases.get("lean", []), *phases.get("lean_base", [])]
         return 0 if total == distinct == same and all(w.rows == n for w in recorded) else 1
     finally:
         if daemon is not None:
