@@ -53,14 +53,6 @@ class FakeAri:
         """If set, every REST request (after authentication) is answered with this status."""
         self.rest_stall = False
         """While True, REST requests get no answer until the server closes (to test timeouts)."""
-        self.version = "22.10.0"
-        """``system.version`` in ``GET /ari/asterisk/info``: from 22.4 on, REST over the websocket."""
-        self.known_channels: set[str] = set()
-        """Channels a subscription may name; any other is answered 422 like Asterisk does."""
-        self.subscriptions: list[tuple[str, str]] = []
-        """Every subscription request: ``("http" | "websocket", channel id)``."""
-        self.ws_rest_silent = False
-        """While True, REST requests on the websocket are taken but never answered."""
         self._apps: set[str] = set()
         self._clients: dict[web.WebSocketResponse, web.BaseRequest] = {}
         self._changed = asyncio.Condition()
@@ -73,7 +65,6 @@ class FakeAri:
         app.router.add_get("/ari/channels", self._channels)
         app.router.add_get("/ari/asterisk/info", self._asterisk_info)
         app.router.add_put("/ari/applications/{app}/eventFilter", self._event_filter)
-        app.router.add_post("/ari/applications/{app}/subscription", self._subscription)
         # A short shutdown_timeout: a stalled handler must not hold a test for aiohttp's 60 s.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -142,9 +133,6 @@ class FakeAri:
 
     # -- the wire -------------------------------------------------------------------------------
 
-    async def wait_subscriptions(self, count: int) -> None:
-        await self._wait_for(lambda: len(self.subscriptions) >= count)
-
     async def _events(self, request: web.Request) -> web.StreamResponse:
         attempt: dict[str, Any] = {
             "query": dict(request.query),
@@ -168,38 +156,12 @@ class FakeAri:
         self._clients[ws] = request
         await self._notify()
         try:
-            async for msg in ws:  # REST requests (Asterisk 22.4+); aiohttp answers pings itself
-                if msg.type is WSMsgType.TEXT:
-                    await self._ws_request(ws, orjson.loads(msg.data))
+            async for _ in ws:  # clients send nothing; this only answers pings and the close
+                pass
         finally:
             if self._clients.pop(ws, None) is not None:
                 await self._notify()
         return ws
-
-    def _subscribe(self, via: str, source: str) -> int:
-        channel = source.removeprefix("channel:")
-        self.subscriptions.append((via, channel))
-        return 200 if channel in self.known_channels else 422
-
-    async def _subscription(self, request: web.Request) -> web.StreamResponse:
-        refusal = await self._rest_refusal(request)
-        if refusal is not None:
-            return refusal
-        status = self._subscribe("http", request.query.get("eventSource", ""))
-        if status != 200:
-            return _error(status, "Event source does not exist")
-        return web.Response(body=orjson.dumps({"name": self.app}), content_type="application/json")
-
-    async def _ws_request(self, ws: web.WebSocketResponse, req: dict[str, Any]) -> None:
-        """Only subscriptions, answered as Asterisk does (a RESTResponse among the events)."""
-        path, _, query = str(req.get("uri", "")).partition("?eventSource=")
-        if req.get("type") != "RESTRequest" or not path.endswith("/subscription"):
-            return
-        status = self._subscribe("websocket", query)
-        await self._notify()
-        if not self.ws_rest_silent:
-            answer = {"type": "RESTResponse", "request_id": req.get("request_id"), "status_code": status}
-            await ws.send_str(orjson.dumps(answer).decode())
 
     async def _channels(self, request: web.Request) -> web.StreamResponse:
         refusal = await self._rest_refusal(request)
@@ -212,7 +174,7 @@ class FakeAri:
         if refusal is not None:
             return refusal
         info = {
-            "system": {"version": self.version, "entity_id": "fa:ke:00:00:00:01"},
+            "system": {"version": "22.10.0", "entity_id": "fa:ke:00:00:00:01"},
             "status": {"startup_time": self.startup_time, "last_reload_time": self.startup_time},
         }
         return web.Response(body=orjson.dumps(info), content_type="application/json")

@@ -20,12 +20,7 @@ from aiohttp.http_websocket import WSMessageNoDecodeText
 from yarl import URL
 
 from callrec.asterisk.ari_rest import AriAuthError, AriRest, AriUnavailable
-from callrec.asterisk.ari_subscriptions import (
-    REST_RESPONSE,
-    WebsocketRest,
-    rest_over_websocket,
-    subscribe_channel,
-)
+from callrec.asterisk.ari_subscriptions import subscribe_channel
 from callrec.ops import metrics
 from callrec.retry import Backoff
 
@@ -107,13 +102,6 @@ class AriClient:
         self._reconnects = metrics.RECONNECTS.labels(connection="ari")
         self._events = metrics.ARI_EVENTS  # a plain int per event (metrics.HotCounter)
         self._errors = {k: metrics.PROTOCOL_ERRORS.labels(source="ari", kind=k) for k in _ERROR_KINDS}
-        self._ws_rest = WebsocketRest(settings.app)
-        self._subscriptions_ws = metrics.ARI_SUBSCRIPTIONS.labels(via="websocket")
-        self._subscriptions_http = metrics.ARI_SUBSCRIPTIONS.labels(via="http")
-        # Answers over the websocket pass the event filter only if it lets them through.
-        self._ws_rest_allowed = not settings.event_types or REST_RESPONSE in settings.event_types
-        self._ws_rest_ok = False
-        """This Asterisk takes REST requests on the websocket (from its version, at each connect)."""
 
     @property
     def connected(self) -> bool:
@@ -166,19 +154,11 @@ class AriClient:
     async def asterisk_info(self) -> dict[str, Any]:
         """``GET /ari/asterisk/info``: its ``status.startup_time`` tells a reconnect after an
         Asterisk restart (every channel cut) from one after a network blip."""
-        info = await self._rest.asterisk_info(self._connected_session())
-        system = info.get("system")
-        version = system.get("version") if isinstance(system, dict) else None
-        self._ws_rest_ok = self._ws_rest_allowed and rest_over_websocket(str(version or ""))
-        return info
+        return await self._rest.asterisk_info(self._connected_session())
 
     async def subscribe_channel(self, channel_id: str) -> bool:
         """Lean mode: events of this one channel from now on; False if it no longer exists."""
         s = self._settings
-        if self._ws_rest.ready:
-            self._subscriptions_ws.inc()
-            return await self._ws_rest.subscribe_channel(channel_id, s.request_timeout)
-        self._subscriptions_http.inc()
         return await subscribe_channel(
             self._connected_session(), self._url, s.app, channel_id, s.request_timeout
         )
@@ -254,7 +234,6 @@ class AriClient:
             raise AriUnavailable(f"no websocket upgrade within {s.request_timeout} s") from exc
 
     def _mark_down(self) -> None:
-        self._ws_rest.detach()
         self._up.clear()
         self._gauge.set(0)
 
@@ -300,8 +279,6 @@ class AriClient:
                 self._skip("binary")
             else:
                 return self._end_reason(ws, msg)
-        if self._ws_rest_ok:
-            self._ws_rest.attach(ws)  # from here on, answers are read (asterisk/ari_subscriptions.py)
         receive = ws.receive
         while True:
             msg = await receive()
@@ -328,9 +305,6 @@ class AriClient:
         event_type = event.get("type")
         if not isinstance(event_type, str):
             self._skip("no_type")
-            return
-        if event_type == REST_RESPONSE:
-            self._ws_rest.take(event)
             return
         self._events.value += 1
         try:

@@ -31,13 +31,6 @@ RECONNECTS = Counter(
     ["connection"],
     registry=REGISTRY,
 )
-ARI_SUBSCRIPTIONS = Counter(
-    "callrec_ari_subscriptions_total",
-    "Lean mode: recorded channels subscribed to, by the way the request went (websocket: REST"
-    " over the events websocket, Asterisk 22.4+; http).",
-    ["via"],
-    registry=REGISTRY,
-)
 PROTOCOL_ERRORS = Counter(
     "callrec_protocol_errors_total",
     "Malformed or unexpected input from Asterisk that was skipped.",
