@@ -11,6 +11,10 @@ hangup and its end from the same events, through the same tracker, as the event 
 The subscription is made while the AGI session still holds the channel in the dialplan, so the
 channel exists when Asterisk takes the subscription and its ``ChannelDestroyed`` cannot have
 been sent before. Asterisk answers 404/422 for a channel it does not know (any more).
+
+It is an HTTP POST on the kept-alive session: the same request as a ``RESTRequest`` on the
+events websocket (Asterisk 22.4+) was measured to cost Asterisk more than it saves callrec
+(docs/asterisk.md#rest-over-the-events-websocket-costs-asterisk-more-than-http).
 """
 
 from __future__ import annotations
