@@ -12,7 +12,11 @@ read against these (docs/performance.md#what-a-wakeup-costs-here):
 * ``loop_turn_us``: ``await asyncio.sleep(0)`` (one pass of the event loop, nothing to wait for).
 
 CPU of this process only (``time.process_time``: the echo process is not counted), medians of
-``--rounds`` alternating rounds of ``--ops`` operations each. Prints one JSON line.
+``--rounds`` alternating rounds of ``--ops`` operations each. Prints one JSON line, then a second
+one, ``gc_pause``: how long the cyclic collector's full collection holds the event loop with the
+daemon's modules loaded (``full_collection_ms``), and the same once what exists is frozen
+(``frozen_ms``, what ``callrec run`` does at ready: docs/performance.md#garbage-collection),
+alternated, medians of ``--rounds``.
 
     .venv/bin/python bench/primitives.py [--quick] [--rounds 5] [--ops 5000]
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -81,6 +86,35 @@ async def run(rounds: int, ops: int) -> dict[str, object]:
     return result
 
 
+def gc_pause(rounds: int) -> dict[str, object]:
+    # Everything the daemon loads: aiohttp, asyncpg, PyAV, cryptography, ...
+    import callrec.app
+    import callrec.cli  # noqa: F401
+
+    def pause() -> float:
+        t0 = time.perf_counter()
+        gc.collect()
+        return (time.perf_counter() - t0) * 1000
+
+    gc.collect()
+    full: list[float] = []
+    frozen: list[float] = []
+    objects = len(gc.get_objects())
+    for _ in range(rounds):
+        full.append(pause())
+        gc.freeze()
+        frozen.append(pause())
+        gc.unfreeze()
+    return {
+        "bench": "gc_pause",
+        "rounds": rounds,
+        "objects": objects,
+        "full_collection_ms": round(statistics.median(full), 2),
+        "frozen_ms": round(statistics.median(frozen), 3),
+        "spread": {"full": [round(min(full), 2), round(max(full), 2)]},
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="fewer operations (make bench)")
@@ -89,6 +123,7 @@ def main() -> int:
     args = p.parse_args()
     ops = args.ops or (1000 if args.quick else 5000)
     print(json.dumps(asyncio.run(run(args.rounds, ops))), flush=True)
+    print(json.dumps(gc_pause(args.rounds)), flush=True)
     return 0
 
 

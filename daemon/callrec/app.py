@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -277,6 +278,10 @@ class App:
             stop.cancel()
             sdnotify.notify("READY=1")
             log.info("callrec ready", registers=sorted(s.registers), version=__version__)
+            # What exists now (modules, config, clients) lives as long as the daemon: out of the
+            # cyclic collector's full scans from here on (docs/performance.md#garbage-collection).
+            gc.collect()
+            gc.freeze()
         else:
             waits.cancel()
         await asyncio.gather(waits, stop, return_exceptions=True)
