@@ -28,7 +28,9 @@ def test_asterisk_sends_only_the_event_types_the_tracker_reads(
     daemon: Daemon, driver: Driver, asterisk: Asterisk, db_dsn: str
 ) -> None:
     # subscribeAll=true and an eventFilter work together on Asterisk 22; a read_only user's PUT
-    # would be refused (403) and every event would be sent.
+    # would be refused (403) and every event would be sent. "ready" comes at the connect, the
+    # filter's PUT just after it, before the reconciliation (asterisk/ari.py, _prepare).
+    daemon.wait_log('"reconciled with asterisk"')
     app = ari_get(asterisk, "/applications/callrec")
     assert isinstance(app, dict)
     assert {e["type"] for e in app["events_allowed"]} == set(EVENT_TYPES)
