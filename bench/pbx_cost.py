@@ -378,6 +378,11 @@ def profile_summary(raw: Path, top: int = 12) -> list[str]:
     return lines
 
 
+def per_row(ph: Phase) -> float:
+    """The daemon's CPU seconds per *recorded* call (a call it failed to record cost it less)."""
+    return ph.daemon / max(ph.rows, 1)
+
+
 def native_figures(phases: dict[str, list[Phase]], n: int) -> dict[str, object]:
     """The native and lean figures: per round against neighbours in time, then medians."""
     out: dict[str, object] = {}
@@ -399,21 +404,16 @@ def native_figures(phases: dict[str, list[Phase]], n: int) -> dict[str, object]:
     out["asterisk_ms_per_call_agi_floor"] = med([ast(p) * 1000 / n for p in floor], 2)
     out["agi_floor_to_native"] = med([ast(a) / ast(b) for a, b in zip(floor, native, strict=False)])
     out["lean_to_agi_floor"] = med([ast(a) / ast(b) for a, b in zip(lean, floor, strict=False)])
-    out["lean_daemon_ms_per_call"] = med([p.daemon * 1000 / max(p.rows, 1) for p in lean], 2)
+    out["lean_daemon_ms_per_call"] = med([per_row(p) * 1000 for p in lean], 2)
     out["lean_daemon_to_asterisk_ratio"] = med(
-        [(p.daemon / max(p.rows, 1)) / (b.asterisk.own / n) for p, b in zip(lean, without, strict=False)]
+        [per_row(p) / (b.asterisk.own / n) for p, b in zip(lean, without, strict=False)]
     )
     out["lean_ari_events_per_call"] = med([p.events / n for p in lean], 1)
     base = phases.get("lean_base", [])
     if base:  # --baseline-src: an earlier daemon, lean, alternated with this one
-        out["lean_base_daemon_ms_per_call"] = med([p.daemon * 1000 / max(p.rows, 1) for p in base], 2)
+        out["lean_base_daemon_ms_per_call"] = med([per_row(p) * 1000 for p in base], 2)
         out["asterisk_ms_per_call_lean_base"] = med([ast(p) * 1000 / n for p in base], 2)
-        out["lean_daemon_to_base"] = med(
-            [
-                (a.daemon / max(a.rows, 1)) / (b.daemon / max(b.rows, 1))
-                for a, b in zip(lean, base, strict=False)
-            ]
-        )
+        out["lean_daemon_to_base"] = med([per_row(a) / per_row(b) for a, b in zip(lean, base, strict=False)])
         out["lean_asterisk_to_base"] = med([ast(a) / ast(b) for a, b in zip(lean, base, strict=False)])
         out["lean_base_rows_per_round"] = [p.rows for p in base]
     out["lean_rows_per_round"] = [p.rows for p in lean]
@@ -550,7 +550,7 @@ def main() -> int:
         burden = [(w.asterisk.own + w.asterisk.children) / o.asterisk.own for o, w in pairs]
         # The daemon's CPU per *recorded* call (a call it failed to record cost it less), against
         # what one call costs Asterisk with nothing attached.
-        daemon_per_call = [w.daemon / max(w.rows, 1) for w in with_]
+        daemon_per_call = [per_row(w) for w in with_]
         ratio = [d / (o.asterisk.own / n) for d, o in zip(daemon_per_call, without, strict=True)]
         result = {
             "bench": "pbx_cost",

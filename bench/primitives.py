@@ -15,7 +15,7 @@ CPU of this process only (``time.process_time``: the echo process is not counted
 ``--rounds`` alternating rounds of ``--ops`` operations each. Prints one JSON line, then a second
 one, ``gc_pause``: how long the cyclic collector's full collection holds the event loop with the
 daemon's modules loaded (``full_collection_ms``), and the same once what exists is frozen
-(``frozen_ms``, what ``callrec run`` does at ready: docs/performance.md#garbage-collection),
+(``frozen_ms``, what ``callrec run`` does before READY: docs/performance.md#garbage-collection),
 alternated, medians of ``--rounds``.
 
     .venv/bin/python bench/primitives.py [--quick] [--rounds 5] [--ops 5000]

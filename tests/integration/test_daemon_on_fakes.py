@@ -113,7 +113,7 @@ async def test_a_call_on_the_fakes_gets_its_row(
     assert pbx.mixmonitors == ["PJSIP/trunk-00000001"]
 
 
-async def test_at_ready_what_startup_made_leaves_the_collectors_scans(start_app: StartApp) -> None:
+async def test_once_started_what_startup_made_leaves_the_collectors_scans(start_app: StartApp) -> None:
     # A full collection of the ~65,000 objects the daemon's modules make holds the loop ~70 ms
     # here (bench/primitives.py gc_pause); frozen, they are never scanned again.
     gc.unfreeze()
